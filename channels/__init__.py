@@ -1,0 +1,1 @@
+"""Listeners: each turns a channel's bytes into an InboundMessage and acknowledges."""

@@ -1,0 +1,50 @@
+"""Case numbers as Dynamics writes them: CAS-01000-K7Q2ZP."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import string
+
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ingest.store.models import Sequence
+
+FIRST = 1000
+PATTERN = re.compile(r"\bCAS-\d{5,}-[A-Z0-9]{6}\b", re.IGNORECASE)
+_ALPHABET = string.ascii_uppercase + string.digits
+
+
+def format_number(sequence: int, suffix: str) -> str:
+    return f"CAS-{sequence:05d}-{suffix}"
+
+
+def next_number(session: Session) -> str:
+    """Take the next number inside the caller's transaction (rolled back with it)."""
+    value = _take(session)
+    if value is None:
+        try:
+            with session.begin_nested():
+                session.add(Sequence(name="case", next_value=FIRST))
+        except IntegrityError:
+            pass  # another transaction created it first
+        value = _take(session)
+        assert value is not None
+    suffix = "".join(secrets.choice(_ALPHABET) for _ in range(6))
+    return format_number(value, suffix)
+
+
+def _take(session: Session) -> int | None:
+    bumped = session.execute(
+        update(Sequence)
+        .where(Sequence.name == "case")
+        .values(next_value=Sequence.next_value + 1)
+        .returning(Sequence.next_value)
+    ).scalar_one_or_none()
+    return None if bumped is None else bumped - 1
+
+
+def find_in(text: str) -> list[str]:
+    return [m.upper() for m in PATTERN.findall(text or "")]

@@ -1,0 +1,150 @@
+"""The daemon: one event loop holding the store, the pipeline, the listeners and HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+
+from channels import mime
+from channels.smtp import SmtpChannel
+from ingest import cases
+from ingest.clock import Clock, SystemClock
+from ingest.config import Config
+from ingest.health import Health
+from ingest.http import HttpServer, build_app
+from ingest.journal import Journal
+from ingest.metrics import Metrics
+from ingest.pipeline import Pipeline
+from ingest.store import Store, StoreUnavailable
+from ingest.store.session import redacted
+
+log = logging.getLogger(__name__)
+
+DRAIN_SECONDS = 10.0
+MAX_STORE_BACKOFF = 30.0
+
+
+class Daemon:
+    def __init__(self, config: Config, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.metrics = Metrics()
+        self.store = Store(config.database)
+        self.pipeline = Pipeline(
+            self.store, config, self.clock, {mime.CHANNEL: mime.parse}, self.metrics
+        )
+        self.health = Health(self.store, self.pipeline, self.metrics)
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self.journal = Journal(self.store, self.clock, self._wake.set)
+        self.smtp: SmtpChannel | None = None
+        self.http: HttpServer | None = None
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        log.info("ingestd starting", extra={"database": redacted(self.store.url)})
+        if not await self._prepare_store():
+            return
+        self.journal.start()
+        worker = asyncio.create_task(self._pipeline_loop(), name="pipeline")
+        try:
+            if self.config.smtp.enabled:
+                self.smtp = SmtpChannel(self.config.smtp, self.journal, self.metrics)
+                await self.smtp.start()
+                self.health.set("smtp", True, port=self.smtp.port)
+            if self.config.http.enabled:
+                self.http = HttpServer(self.config.http, build_app(self.health))
+                await self.http.start()
+            log.info("ingestd ready")
+            await self._stopping.wait()
+        finally:
+            await self._shutdown(worker)
+
+    def request_stop(self) -> None:
+        if not self._stopping.is_set():
+            log.info("ingestd stopping")
+            self._stopping.set()
+            self._wake.set()
+
+    async def _prepare_store(self) -> bool:
+        """Migrate and sync queues, waiting out a store that is not up yet."""
+        delay = 1.0
+        while not self._stopping.is_set():
+            try:
+                await asyncio.to_thread(self._migrate_and_sync)
+                self.health.set("migrations", True)
+                return True
+            except StoreUnavailable as exc:
+                self.health.set("migrations", False, error=str(exc))
+                log.warning(
+                    "store unavailable at start, retrying",
+                    extra={"error": str(exc), "retry_in": delay},
+                )
+                await _wait(self._stopping, delay)
+                delay = min(delay * 2, MAX_STORE_BACKOFF)
+        return False
+
+    def _migrate_and_sync(self) -> None:
+        self.store.migrate()
+        with self.store.write() as session:
+            cases.sync_queues(session, self.config.queues, self.clock.now())
+
+    async def _pipeline_loop(self) -> None:
+        delay = self.config.pipeline.poll_interval
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                handled = await asyncio.to_thread(self.pipeline.run_batch)
+            except StoreUnavailable as exc:
+                self.health.set("pipeline", False, error=str(exc))
+                log.warning(
+                    "pipeline: store unavailable", extra={"error": str(exc), "retry_in": delay}
+                )
+                await self._sleep(delay)
+                delay = min(delay * 2, MAX_STORE_BACKOFF)
+                continue
+            except Exception as exc:
+                self.health.set("pipeline", False, error=repr(exc))
+                log.exception("pipeline batch failed")
+                await self._sleep(delay)
+                delay = min(delay * 2, MAX_STORE_BACKOFF)
+                continue
+            delay = self.config.pipeline.poll_interval
+            self.health.set("pipeline", True)
+            if handled:
+                continue
+            await self._sleep(self.config.pipeline.poll_interval)
+
+    async def _sleep(self, seconds: float) -> None:
+        await _wait(self._wake, seconds)
+
+    async def _shutdown(self, worker: asyncio.Task[None]) -> None:
+        # Order matters: stop taking mail, write what was accepted, process it.
+        if self.smtp:
+            await self.smtp.stop()
+        await self.journal.stop()
+        self._stopping.set()
+        await asyncio.gather(worker, return_exceptions=True)
+        deadline = time.monotonic() + DRAIN_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                if not await asyncio.to_thread(self.pipeline.run_batch):
+                    break
+            except Exception:
+                log.warning("drain stopped early: rows left are processed at next start")
+                break
+        if self.http:
+            await self.http.stop()
+        self.store.dispose()
+        log.info("ingestd stopped")
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    """Until the event is set or the time is up, whichever comes first."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout=seconds)

@@ -1,0 +1,49 @@
+"""What `/healthz` reports: the store, the backlog, and what each part last saw."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ingest.metrics import Metrics
+from ingest.pipeline import Pipeline
+from ingest.store import Store, StoreUnavailable
+
+CHECK_TIMEOUT = 5.0
+
+
+class Health:
+    def __init__(self, store: Store, pipeline: Pipeline, metrics: Metrics) -> None:
+        self.store = store
+        self.pipeline = pipeline
+        self.metrics = metrics
+        self.components: dict[str, dict[str, Any]] = {}
+
+    def set(self, component: str, ok: bool, **details: Any) -> None:
+        self.components[component] = {"ok": ok, **details}
+
+    async def check(self) -> dict[str, Any]:
+        report: dict[str, Any] = {"status": "ok"}
+        try:
+            waiting, dead = await asyncio.wait_for(
+                asyncio.to_thread(self._probe), timeout=CHECK_TIMEOUT
+            )
+        except (StoreUnavailable, TimeoutError) as exc:
+            self.metrics.store_up.set(0)
+            report["status"] = "degraded"
+            report["store"] = {"ok": False, "error": str(exc) or "timed out"}
+        else:
+            self.metrics.store_up.set(1)
+            self.metrics.journal_backlog.set(waiting)
+            self.metrics.dead_letters.set(dead)
+            report["store"] = {"ok": True, "dialect": self.store.dialect}
+            report["journal"] = {"backlog": waiting, "dead_letters": dead}
+        for name, state in self.components.items():
+            report[name] = state
+            if not state.get("ok", True):
+                report["status"] = "degraded"
+        return report
+
+    def _probe(self) -> tuple[int, int]:
+        self.store.ping()
+        return self.pipeline.backlog()

@@ -1,0 +1,44 @@
+"""What every channel turns its bytes into before the pipeline decides anything."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class InboundAttachment:
+    filename: str | None
+    content_type: str
+    data: bytes
+    content_id: str | None = None
+    inline: bool = False
+
+
+@dataclass
+class InboundMessage:
+    """A customer's message, channel-neutral. `identity` is how the sender is known."""
+
+    channel: str
+    external_id: str
+    identity_kind: str  # email | phone | telegram | x
+    sender: str  # the identity address: a lower-cased email, an E.164 number, a user id
+    sender_name: str | None = None
+    recipients: list[str] = field(default_factory=list)
+    subject: str = ""
+    text: str = ""
+    html: str | None = None
+    attachments: list[InboundAttachment] = field(default_factory=list)
+    message_id: str | None = None
+    in_reply_to: str | None = None
+    references: list[str] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+    sent_at: datetime | None = None
+    defects: list[str] = field(default_factory=list)
+
+    @property
+    def thread_ids(self) -> list[str]:
+        """Message ids this one answers, nearest first."""
+        ids = [self.in_reply_to] if self.in_reply_to else []
+        ids += [r for r in reversed(self.references) if r not in ids]
+        return ids

@@ -1,0 +1,194 @@
+"""The pipeline: journal rows become cases and activities, each in one transaction.
+
+A row is marked processed in the same transaction that applies it, so a crash
+either leaves it pending (processed again at start) or fully applied.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from channels.base import Parser
+from ingest import cases, conversation, identify
+from ingest.clock import Clock
+from ingest.config import Config
+from ingest.message import InboundMessage
+from ingest.metrics import Metrics
+from ingest.store import Store
+from ingest.store.models import Activity, Case, Direction, JournalEntry, Outcome, Queue
+
+log = logging.getLogger(__name__)
+
+RETRYABLE = (Outcome.PENDING.value, Outcome.FAILED.value)
+
+
+@dataclass(frozen=True)
+class Result:
+    outcome: Outcome
+    case_number: str | None
+    decided_by: str | None = None
+
+
+@dataclass(frozen=True)
+class _Done:
+    channel: str
+    outcome: str
+    latency: float | None
+    case_number: str | None
+    journal_id: int
+    error: str | None = None
+
+
+class Pipeline:
+    def __init__(
+        self,
+        store: Store,
+        config: Config,
+        clock: Clock,
+        parsers: dict[str, Parser],
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.clock = clock
+        self.parsers = parsers
+        self.metrics = metrics
+
+    def run_batch(self) -> int:
+        """Process up to one batch of due rows; return how many were handled."""
+        done: list[_Done] = []
+        with self.store.write() as session:
+            now = self.clock.now()
+            rows = (
+                session.execute(
+                    select(JournalEntry)
+                    .where(
+                        JournalEntry.outcome.in_(RETRYABLE),
+                        JournalEntry.next_attempt_at <= now,
+                    )
+                    .order_by(JournalEntry.id)
+                    .limit(self.config.pipeline.batch_size)
+                    .with_for_update(skip_locked=True)
+                )
+                .scalars()
+                .all()
+            )
+            for row in rows:
+                done.append(self._process_row(session, row))
+        for item in done:
+            self._report(item)
+        return len(done)
+
+    def backlog(self) -> tuple[int, int]:
+        """(rows waiting, dead letters)."""
+        with self.store.read() as session:
+            # A Result has keys(), so dict(result) would treat it as a mapping.
+            rows = session.execute(
+                select(JournalEntry.outcome, func.count())
+                .where(JournalEntry.outcome.in_([*RETRYABLE, Outcome.DEAD.value]))
+                .group_by(JournalEntry.outcome)
+            ).tuples()
+            counts = {outcome: count for outcome, count in rows}
+        waiting = sum(counts.get(o, 0) for o in RETRYABLE)
+        return waiting, counts.get(Outcome.DEAD.value, 0)
+
+    def _process_row(self, session: Session, row: JournalEntry) -> _Done:
+        now = self.clock.now()
+        try:
+            with session.begin_nested():
+                result = self.apply(session, row, now)
+        except Exception as exc:
+            return self._failed(row, exc, now)
+        row.outcome = result.outcome.value
+        row.case_number = result.case_number
+        row.decided_by = result.decided_by
+        row.processed_at = now
+        row.last_error = None
+        row.attempts += 1
+        latency = (now - row.received_at).total_seconds()
+        return _Done(row.channel, row.outcome, max(latency, 0.0), result.case_number, row.id)
+
+    def apply(self, session: Session, row: JournalEntry, now: datetime) -> Result:
+        parser = self.parsers.get(row.channel)
+        if parser is None:
+            raise LookupError(f"no parser for channel {row.channel!r}")
+        msg = parser(row.raw, {**row.meta, "external_id": row.external_id})
+
+        earlier = self._earlier_copy(session, msg)
+        if earlier is not None:
+            return Result(Outcome.DUPLICATE, earlier)
+
+        contact = identify.resolve_contact(
+            session, msg.identity_kind, msg.sender, msg.sender_name, now
+        )
+        thread = conversation.find_thread(session, msg, contact)
+        if thread.case is not None:
+            cases.record_inbound(session, thread.case, msg, row.id, now)
+            return Result(Outcome.APPENDED, thread.case.number, f"thread:{thread.matched_by}")
+
+        case = cases.open_case(session, msg, contact, now, previous=thread.previous)
+        cases.record_inbound(session, case, msg, row.id, now)
+        cases.enqueue(session, case, self._default_queue(session), now)
+        return Result(Outcome.CREATED, case.number, "default")
+
+    def _earlier_copy(self, session: Session, msg: InboundMessage) -> str | None:
+        """The case number of an earlier copy of this very message, if one was applied."""
+        external_id = msg.message_id or msg.external_id
+        hit = session.execute(
+            select(Activity.id, Case.number)
+            .outerjoin(Case, Case.id == Activity.case_id)
+            .where(
+                Activity.channel == msg.channel,
+                Activity.external_id == external_id,
+                Activity.direction == Direction.INCOMING.value,
+            )
+            .limit(1)
+        ).first()
+        if hit is None:
+            return None
+        return hit.number or ""
+
+    def _default_queue(self, session: Session) -> Queue:
+        queue = session.execute(
+            select(Queue).where(Queue.name == self.config.default_queue)
+        ).scalar_one_or_none()
+        if queue is None:
+            raise LookupError(f"default queue {self.config.default_queue!r} is not in the store")
+        return queue
+
+    def _failed(self, row: JournalEntry, exc: Exception, now: datetime) -> _Done:
+        settings = self.config.pipeline
+        row.attempts += 1
+        row.last_error = "".join(traceback.format_exception_only(exc)).strip()[:4000]
+        if row.attempts >= settings.max_attempts:
+            row.outcome = Outcome.DEAD.value
+        else:
+            row.outcome = Outcome.FAILED.value
+            delay = min(
+                settings.retry_base_seconds * 2 ** (row.attempts - 1), settings.retry_max_seconds
+            )
+            row.next_attempt_at = now + timedelta(seconds=delay)
+        return _Done(row.channel, row.outcome, None, None, row.id, row.last_error)
+
+    def _report(self, item: _Done) -> None:
+        fields = {
+            "channel": item.channel,
+            "journal_id": item.journal_id,
+            "outcome": item.outcome,
+            "case": item.case_number,
+        }
+        if item.error:
+            level = logging.ERROR if item.outcome == Outcome.DEAD.value else logging.WARNING
+            log.log(level, "message not processed", extra={**fields, "error": item.error})
+        else:
+            log.info("message processed", extra=fields)
+        if self.metrics:
+            self.metrics.processed.labels(item.channel, item.outcome).inc()
+            if item.latency is not None:
+                self.metrics.latency.labels(item.channel).observe(item.latency)

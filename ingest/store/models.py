@@ -1,0 +1,324 @@
+"""The case-management data model, after Dynamics 365 Customer Service."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from ingest.store.types import JSONType, UTCDateTime
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# BIGINT on PostgreSQL, but SQLite only aliases rowid for a column declared INTEGER.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class CaseState(enum.StrEnum):
+    ACTIVE = "Active"
+    RESOLVED = "Resolved"
+    CANCELLED = "Cancelled"
+
+
+class StatusReason(enum.StrEnum):
+    IN_PROGRESS = "In Progress"
+    ON_HOLD = "On Hold"
+    WAITING_FOR_DETAILS = "Waiting for Details"
+    RESEARCHING = "Researching"
+    PROBLEM_SOLVED = "Problem Solved"
+    INFORMATION_PROVIDED = "Information Provided"
+    CANCELLED = "Cancelled"
+    MERGED = "Merged"
+
+
+STATUS_REASONS_BY_STATE: dict[CaseState, tuple[StatusReason, ...]] = {
+    CaseState.ACTIVE: (
+        StatusReason.IN_PROGRESS,
+        StatusReason.ON_HOLD,
+        StatusReason.WAITING_FOR_DETAILS,
+        StatusReason.RESEARCHING,
+    ),
+    CaseState.RESOLVED: (StatusReason.PROBLEM_SOLVED, StatusReason.INFORMATION_PROVIDED),
+    CaseState.CANCELLED: (StatusReason.CANCELLED, StatusReason.MERGED),
+}
+
+
+class Priority(enum.StrEnum):
+    HIGH = "High"
+    NORMAL = "Normal"
+    LOW = "Low"
+
+
+class ActivityType(enum.StrEnum):
+    EMAIL = "email"
+    CHAT = "chat"
+    SMS = "sms"
+    SOCIAL = "social"
+    PHONE = "phone"
+    TASK = "task"
+    RESOLUTION = "resolution"
+    SURVEY = "survey"
+
+
+class Direction(enum.StrEnum):
+    INCOMING = "incoming"
+    OUTGOING = "outgoing"
+
+
+class ActivityState(enum.StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class Outcome(enum.StrEnum):
+    """What became of a journaled message."""
+
+    PENDING = "pending"
+    CREATED = "created"
+    APPENDED = "appended"
+    DUPLICATE = "duplicate"
+    SKIPPED = "skipped"
+    FAILED = "failed"  # will be retried
+    DEAD = "dead"  # a dead letter: retries exhausted, kept with its error
+
+
+class OutboxState(enum.StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    email_domain: Mapped[str | None] = mapped_column(String(255), index=True)
+    tier: Mapped[str | None] = mapped_column(String(50))
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    contacts: Mapped[list[Contact]] = relationship(back_populates="account")
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), index=True)
+    full_name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(320))
+    tier: Mapped[str | None] = mapped_column(String(50))
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    account: Mapped[Account | None] = relationship(back_populates="contacts")
+    identities: Mapped[list[ContactIdentity]] = relationship(back_populates="contact")
+
+
+class ContactIdentity(Base):
+    """How a contact is reached on one channel: an email address, an E.164 phone, a user id."""
+
+    __tablename__ = "contact_identities"
+    __table_args__ = (UniqueConstraint("kind", "address"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))  # email | phone | telegram | x
+    address: Mapped[str] = mapped_column(String(320))
+    display_name: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    contact: Mapped[Contact] = relationship(back_populates="identities")
+
+
+class Queue(Base):
+    __tablename__ = "queues"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    owner_email: Mapped[str | None] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Case(Base):
+    __tablename__ = "cases"
+    __table_args__ = (Index(None, "contact_id", "state"), Index(None, "state", "created_at"))
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    number: Mapped[str] = mapped_column(String(32), unique=True)
+    title: Mapped[str] = mapped_column(String(400))
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), index=True)
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"))
+    origin: Mapped[str] = mapped_column(String(20))
+    priority: Mapped[str] = mapped_column(String(20), default=Priority.NORMAL.value)
+    state: Mapped[str] = mapped_column(String(20), default=CaseState.ACTIVE.value)
+    status_reason: Mapped[str] = mapped_column(String(40), default=StatusReason.IN_PROGRESS.value)
+    queue_id: Mapped[int | None] = mapped_column(ForeignKey("queues.id"), index=True)
+    owner: Mapped[str | None] = mapped_column(String(200))
+    product: Mapped[str | None] = mapped_column(String(200))
+    category: Mapped[str | None] = mapped_column(String(200))
+    custom: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    decided_by: Mapped[str | None] = mapped_column(String(300))
+    previous_case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"))
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    account: Mapped[Account | None] = relationship()
+    contact: Mapped[Contact | None] = relationship()
+    queue: Mapped[Queue | None] = relationship()
+    activities: Mapped[list[Activity]] = relationship(
+        back_populates="case", order_by="Activity.id", foreign_keys="Activity.case_id"
+    )
+
+
+class Activity(Base):
+    __tablename__ = "activities"
+    __table_args__ = (Index(None, "channel", "external_id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"), index=True)
+    type: Mapped[str] = mapped_column(String(20))
+    direction: Mapped[str] = mapped_column(String(10))
+    channel: Mapped[str] = mapped_column(String(20))
+    state: Mapped[str] = mapped_column(String(10), default=ActivityState.OPEN.value)
+    sender: Mapped[str | None] = mapped_column(String(320))
+    recipients: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    subject: Mapped[str | None] = mapped_column(Text)
+    text: Mapped[str | None] = mapped_column(Text)
+    html: Mapped[str | None] = mapped_column(Text)
+    external_id: Mapped[str | None] = mapped_column(String(998))
+    in_reply_to: Mapped[str | None] = mapped_column(String(998))
+    references: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    journal_id: Mapped[int | None] = mapped_column(ForeignKey("journal.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    case: Mapped[Case | None] = relationship(back_populates="activities", foreign_keys=[case_id])
+    attachments: Mapped[list[Attachment]] = relationship(back_populates="activity")
+
+
+class Blob(Base):
+    """Attachment bytes, addressed by their SHA-256 so identical files are stored once."""
+
+    __tablename__ = "blobs"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Attachment(Base):
+    __tablename__ = "attachments"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    activity_id: Mapped[int] = mapped_column(ForeignKey("activities.id"), index=True)
+    filename: Mapped[str | None] = mapped_column(String(500))
+    content_type: Mapped[str] = mapped_column(String(200))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"))
+    content_id: Mapped[str | None] = mapped_column(String(998))
+    inline: Mapped[bool] = mapped_column(default=False)
+
+    activity: Mapped[Activity] = relationship(back_populates="attachments")
+
+
+class QueueItem(Base):
+    __tablename__ = "queue_items"
+    __table_args__ = (Index(None, "queue_id", "removed_at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    queue_id: Mapped[int] = mapped_column(ForeignKey("queues.id"))
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    entered_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    worked_by: Mapped[str | None] = mapped_column(String(200))
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    queue: Mapped[Queue] = relationship()
+
+
+class JournalEntry(Base):
+    """The durable inbox: a message's raw bytes, stored before the sender hears "accepted"."""
+
+    __tablename__ = "journal"
+    __table_args__ = (
+        UniqueConstraint("channel", "external_id"),
+        Index(None, "outcome", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(20))
+    external_id: Mapped[str] = mapped_column(String(998))
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    meta: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    outcome: Mapped[str] = mapped_column(String(20), default=Outcome.PENDING.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    case_number: Mapped[str | None] = mapped_column(String(32))
+    decided_by: Mapped[str | None] = mapped_column(String(300))
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    duplicate_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_duplicate_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class OutboxMessage(Base):
+    """A message to send, written in the same transaction as the change that caused it."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index(None, "state", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40))  # auto_response | reply | sla_warning | ...
+    channel: Mapped[str] = mapped_column(String(20))
+    recipient: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str | None] = mapped_column(Text)
+    body_text: Mapped[str | None] = mapped_column(Text)
+    body_html: Mapped[str | None] = mapped_column(Text)
+    headers: Mapped[dict[str, str]] = mapped_column(JSONType, default=dict)
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"), index=True)
+    activity_id: Mapped[int | None] = mapped_column(ForeignKey("activities.id"))
+    dedupe_key: Mapped[str | None] = mapped_column(String(300), unique=True)
+    state: Mapped[str] = mapped_column(String(20), default=OutboxState.PENDING.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Sequence(Base):
+    """Named counters (case numbers), incremented inside the caller's transaction."""
+
+    __tablename__ = "sequences"
+
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    next_value: Mapped[int] = mapped_column(BigInteger)

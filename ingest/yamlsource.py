@@ -1,0 +1,159 @@
+"""YAML documents that remember where each value came from.
+
+Support leads and operators edit YAML by hand; every error we report names the
+file and line, so the loader keeps a map from each value's path to its line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+Loc = tuple[str | int, ...]
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One error in a YAML document, located for a person to fix."""
+
+    file: str
+    line: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return (
+            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        )
+
+
+class SourceError(Exception):
+    """A document that cannot be used, with every problem found in it."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+@dataclass
+class YamlDocument:
+    path: str
+    data: Any
+    lines: dict[Loc, int] = field(default_factory=dict)
+
+    def line_of(self, loc: Sequence[str | int]) -> int | None:
+        """Line of the value at `loc`, or of its nearest ancestor that exists."""
+        parts = tuple(loc)
+        while True:
+            if parts in self.lines:
+                return self.lines[parts]
+            if not parts:
+                return None
+            parts = parts[:-1]
+
+    def problems_from(self, error: ValidationError, prefix: Loc = ()) -> list[Problem]:
+        out = []
+        for item in error.errors():
+            loc = prefix + tuple(p for p in item["loc"] if isinstance(p, str | int))
+            out.append(
+                Problem(
+                    file=self.path,
+                    line=self.line_of(loc),
+                    field=dotted(loc),
+                    message=_message(item),
+                )
+            )
+        return out
+
+
+def dotted(loc: Iterable[str | int]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text
+
+
+def _message(item: Any) -> str:
+    msg = str(item["msg"])
+    if item["type"] == "extra_forbidden":
+        return "unknown field (check the spelling)"
+    if item["type"] == "missing":
+        return "required field is missing"
+    return msg.removeprefix("Value error, ")
+
+
+def parse(text: str, path: str, env: dict[str, str] | None = None) -> YamlDocument:
+    """Parse YAML text, interpolating ${VAR} and ${VAR:-default} in strings."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SourceError([Problem(path, line, "", f"not valid YAML: {problem}")]) from exc
+    doc = YamlDocument(path=path, data=data)
+    if node is not None:
+        _index(node, (), doc.lines)
+    problems: list[Problem] = []
+    doc.data = _interpolate(doc.data, (), doc, os.environ if env is None else env, problems)
+    if problems:
+        raise SourceError(problems)
+    return doc
+
+
+def load(path: Path, env: dict[str, str] | None = None) -> YamlDocument:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SourceError([Problem(str(path), None, "", f"cannot read: {exc.strerror}")]) from exc
+    except UnicodeDecodeError as exc:
+        raise SourceError([Problem(str(path), None, "", f"not UTF-8 text: {exc}")]) from exc
+    return parse(text, str(path), env)
+
+
+def _index(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> None:
+    lines.setdefault(loc, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if isinstance(key, str):
+                lines[(*loc, key)] = key_node.start_mark.line + 1
+                _index(value_node, (*loc, key), lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _index(item, (*loc, i), lines)
+
+
+def _interpolate(value: Any, loc: Loc, doc: YamlDocument, env: Any, problems: list[Problem]) -> Any:
+    if isinstance(value, dict):
+        return {k: _interpolate(v, (*loc, k), doc, env, problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, (*loc, i), doc, env, problems) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return str(env[name])
+        if default is not None:
+            return default
+        problems.append(
+            Problem(
+                doc.path, doc.line_of(loc), dotted(loc), f"environment variable {name} is not set"
+            )
+        )
+        return ""
+
+    return _ENV_REF.sub(substitute, value)
