@@ -111,8 +111,10 @@ class Store:
         try:
             with self._writer.begin() as session:
                 yield session
-        except (OperationalError, DBAPIError) as exc:
-            if isinstance(exc, DBAPIError) and not _is_availability_error(exc):
+        except OperationalError as exc:
+            raise StoreUnavailable(_short(exc)) from exc
+        except DBAPIError as exc:
+            if not _is_availability_error(exc):
                 raise
             raise StoreUnavailable(_short(exc)) from exc
 
