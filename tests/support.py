@@ -211,8 +211,8 @@ class Daemon:
         return {"http_status": status, **(json.loads(body) if body else {})}
 
     def settled(self) -> bool:
-        report = self.health()
-        return report.get("journal", {}).get("backlog") == 0
+        backlog = self.health().get("journal", {}).get("backlog")
+        return backlog == 0
 
     def wait_settled(self, timeout: float = 15.0) -> None:
         wait_until(self.settled, timeout)

@@ -7,6 +7,7 @@ import json
 import signal
 import smtplib
 from pathlib import Path
+from typing import Any
 
 import aiosmtplib
 import pytest
@@ -15,8 +16,8 @@ from tests import mail
 from tests.support import Daemon, Database, wait_until
 
 
-def _only_case(daemon: Daemon) -> dict:
-    cases = wait_until(daemon.cases)
+def _only_case(daemon: Daemon) -> dict[str, Any]:
+    cases: list[dict[str, Any]] = wait_until(daemon.cases)
     assert len(cases) == 1, cases
     return cases[0]
 
@@ -124,11 +125,12 @@ def test_store_outage_answers_451_and_the_retry_is_accepted(daemon: Daemon) -> N
     assert [c["title"] for c in daemon.cases()] == ["Sent during the outage"]
     assert daemon.health()["status"] == "ok"
     rejected = [e for e in daemon.events() if e.get("event") == "store unavailable, answered 451"]
-    assert rejected and rejected[0]["channel"] == "email"
+    assert rejected
+    assert rejected[0]["channel"] == "email"
 
 
 def test_aiosmtplib_client(daemon: Daemon) -> None:
-    async def send() -> tuple[dict[str, object], str]:
+    async def send() -> tuple[dict[str, Any], str]:
         return await aiosmtplib.send(
             mail.message(subject="Sent with aiosmtplib"),
             hostname="127.0.0.1",
