@@ -211,7 +211,7 @@ class Daemon:
         return {"http_status": status, **(json.loads(body) if body else {})}
 
     def settled(self) -> bool:
-        backlog = self.health().get("journal", {}).get("backlog")
+        backlog: int | None = self.health().get("journal", {}).get("backlog")
         return backlog == 0
 
     def wait_settled(self, timeout: float = 15.0) -> None:
