@@ -6,7 +6,7 @@ import re
 import secrets
 import string
 
-from sqlalchemy import update
+from sqlalchemy import text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -22,7 +22,15 @@ def format_number(sequence: int, suffix: str) -> str:
 
 
 def next_number(session: Session) -> str:
-    """Take the next number inside the caller's transaction (rolled back with it)."""
+    """The next case number.
+
+    PostgreSQL takes it from a sequence, so concurrent daemons never wait on
+    each other for it (a rolled-back case leaves a gap, as in Dynamics). SQLite
+    has one writer at a time anyway and counts in the sequences table.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        value = int(session.execute(text("SELECT nextval('case_number_seq')")).scalar_one())
+        return format_number(value, _suffix())
     value = _take(session)
     if value is None:
         try:
@@ -32,8 +40,11 @@ def next_number(session: Session) -> str:
             pass  # another transaction created it first
         value = _take(session)
         assert value is not None
-    suffix = "".join(secrets.choice(_ALPHABET) for _ in range(6))
-    return format_number(value, suffix)
+    return format_number(value, _suffix())
+
+
+def _suffix() -> str:
+    return "".join(secrets.choice(_ALPHABET) for _ in range(6))
 
 
 def _take(session: Session) -> int | None:

@@ -72,7 +72,7 @@ class Journal:
             while not self._queue.empty() and len(batch) < MAX_BATCH:
                 batch.append(self._queue.get_nowait())
             try:
-                receipts = await asyncio.to_thread(self._commit, [d for d, _ in batch])
+                receipts = await asyncio.to_thread(self.commit, [d for d, _ in batch])
             except Exception as exc:
                 for _, future in batch:
                     if not future.done():
@@ -90,7 +90,8 @@ class Journal:
                 for _ in batch:
                     self._queue.task_done()
 
-    def _commit(self, deliveries: list[Delivery]) -> list[Receipt | BaseException]:
+    def commit(self, deliveries: list[Delivery]) -> list[Receipt | BaseException]:
+        """Journal deliveries in one transaction (synchronously; the writer task calls this)."""
         try:
             with self.store.write() as session:
                 return [self._insert(session, d) for d in deliveries]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from channels.base import Parser
@@ -26,6 +27,18 @@ from ingest.store.models import Activity, Case, Direction, JournalEntry, Outcome
 log = logging.getLogger(__name__)
 
 RETRYABLE = (Outcome.PENDING.value, Outcome.FAILED.value)
+# Lost a lock race with another worker (deadlock, serialization failure): not
+# the message's fault, so it is neither counted as an attempt nor delayed.
+_CONTENDED = "contended"
+_CONTENTION_SQLSTATES = {"40P01", "40001", "55P03"}
+
+
+def is_contention(exc: DBAPIError) -> bool:
+    return getattr(exc.orig, "sqlstate", None) in _CONTENTION_SQLSTATES
+
+
+def _short_error(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(exc)).strip()[:4000]
 
 
 @dataclass(frozen=True)
@@ -80,7 +93,12 @@ class Pipeline:
                 .all()
             )
             for row in rows:
-                done.append(self._process_row(session, row))
+                item = self._process_row(session, row)
+                done.append(item)
+                if item.outcome == _CONTENDED:
+                    # Commit what is done and free our locks so the other
+                    # transaction can finish; the row is retried right away.
+                    break
         for item in done:
             self._report(item)
         return len(done)
@@ -103,6 +121,10 @@ class Pipeline:
         try:
             with session.begin_nested():
                 result = self.apply(session, row, now)
+        except DBAPIError as exc:
+            if not is_contention(exc):
+                return self._failed(row, exc, now)
+            return _Done(row.channel, _CONTENDED, None, None, row.id, _short_error(exc))
         except Exception as exc:
             return self._failed(row, exc, now)
         row.outcome = result.outcome.value
@@ -165,7 +187,7 @@ class Pipeline:
     def _failed(self, row: JournalEntry, exc: Exception, now: datetime) -> _Done:
         settings = self.config.pipeline
         row.attempts += 1
-        row.last_error = "".join(traceback.format_exception_only(exc)).strip()[:4000]
+        row.last_error = _short_error(exc)
         if row.attempts >= settings.max_attempts:
             row.outcome = Outcome.DEAD.value
         else:
@@ -183,6 +205,9 @@ class Pipeline:
             "outcome": item.outcome,
             "case": item.case_number,
         }
+        if item.outcome == _CONTENDED:
+            log.info("message deferred: lock contention", extra=fields)
+            return
         if item.error:
             level = logging.ERROR if item.outcome == Outcome.DEAD.value else logging.WARNING
             log.log(level, "message not processed", extra={**fields, "error": item.error})

@@ -20,6 +20,9 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        # Case numbers from a sequence: no row lock shared by every new case.
+        op.execute("CREATE SEQUENCE case_number_seq START WITH 1000")
 
     op.create_table(
         "accounts",
@@ -337,6 +340,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP SEQUENCE IF EXISTS case_number_seq")
 
     with op.batch_alter_table("outbox", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_outbox_state_next_attempt_at"))
