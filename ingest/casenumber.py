@@ -29,8 +29,8 @@ def next_number(session: Session) -> str:
     has one writer at a time anyway and counts in the sequences table.
     """
     if session.get_bind().dialect.name == "postgresql":
-        value = int(session.execute(text("SELECT nextval('case_number_seq')")).scalar_one())
-        return format_number(value, _suffix())
+        drawn = int(session.execute(text("SELECT nextval('case_number_seq')")).scalar_one())
+        return format_number(drawn, _suffix())
     value = _take(session)
     if value is None:
         try:
