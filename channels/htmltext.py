@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 MAX_HTML_CHARS = 2_000_000
 
 _BLOCK = {
-    "p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6",
+    "p", "div", "br", "tr", "h1", "h2", "h3", "h4", "h5", "h6",
     "blockquote", "pre", "table", "ul", "ol", "hr", "section", "article",
 }  # fmt: skip
 _SKIP = {"script", "style", "head", "title", "template"}
@@ -25,8 +25,8 @@ class _Collector(HTMLParser):
             self.skipping += 1
         elif tag in _BLOCK:
             self.out.append("\n")
-        if tag == "li":
-            self.out.append("- ")
+        elif tag == "li":
+            self.out.append("\n- ")
 
     def handle_endtag(self, tag: str) -> None:
         if tag in _SKIP:

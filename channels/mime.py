@@ -133,7 +133,8 @@ def _first_msgid(value: str) -> str | None:
     if ids:
         return ids[0]
     value = value.strip()
-    return value[:_MAX_KEY] if value and " " not in value else None
+    # Some senders omit the angle brackets; an id too long to be real is ignored.
+    return value if value and " " not in value and len(value) <= _MAX_KEY else None
 
 
 def _all_msgids(value: str) -> list[str]:
@@ -199,7 +200,12 @@ def _text_of(part: Message, defects: list[str]) -> str:
     payload = part.get_payload(decode=True)
     if not isinstance(payload, bytes):
         return str(part.get_payload() or "")
-    charset = (part.get_content_charset() or "utf-8").lower()
+    return _decode(payload, (part.get_content_charset() or "utf-8").lower(), defects).replace(
+        "\r\n", "\n"
+    )
+
+
+def _decode(payload: bytes, charset: str, defects: list[str]) -> str:
     try:
         return payload.decode(charset)
     except LookupError:

@@ -14,7 +14,8 @@ from ingest.store.models import Sequence
 
 FIRST = 1000
 PATTERN = re.compile(r"\bCAS-\d{5,}-[A-Z0-9]{6}\b", re.IGNORECASE)
-_ALPHABET = string.ascii_uppercase + string.digits
+# No 0/O or 1/I: case numbers are read out over the phone.
+_ALPHABET = "".join(c for c in string.ascii_uppercase + string.digits if c not in "0O1I")
 
 
 def format_number(sequence: int, suffix: str) -> str:

@@ -38,6 +38,19 @@ class DatabaseConfig(Section):
     pool_size: int = Field(5, ge=1)
     connect_timeout: float = Field(5.0, gt=0)
 
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        scheme = value.partition(":")[0].lower()
+        backend = scheme.partition("+")[0]
+        if backend not in ("sqlite", "postgresql", "postgres"):
+            raise ValueError(
+                f"unsupported database {scheme!r}: use sqlite:///FILE or postgresql://..."
+            )
+        if backend == "sqlite" and value.rstrip("/").endswith((":memory:", "sqlite:")):
+            raise ValueError("SQLite needs a file (sqlite:///var/ingestd.db): connections share it")
+        return value
+
 
 class SmtpConfig(Section):
     enabled: bool = True

@@ -36,10 +36,10 @@ class Daemon:
         self.pipeline = Pipeline(
             self.store, config, self.clock, {mime.CHANNEL: mime.parse}, self.metrics
         )
-        self.health = Health(self.store, self.pipeline, self.metrics)
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self.journal = Journal(self.store, self.clock, self._wake.set)
+        self.health = Health(self.store, self.pipeline, self.journal, self.metrics)
         self.smtp: SmtpChannel | None = None
         self.http: HttpServer | None = None
 
@@ -48,8 +48,15 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         log.info("ingestd starting", extra={"database": redacted(self.store.url)})
+        # HTTP first, so that /healthz can say what start-up is waiting for.
+        if self.config.http.enabled:
+            self.http = HttpServer(self.config.http, build_app(self.health))
+            await self.http.start()
         if not await self._prepare_store():
+            if self.http:
+                await self.http.stop()
             return
+        self.health.ready = True
         self.journal.start()
         worker = asyncio.create_task(self._pipeline_loop(), name="pipeline")
         try:
@@ -57,9 +64,6 @@ class Daemon:
                 self.smtp = SmtpChannel(self.config.smtp, self.journal, self.metrics)
                 await self.smtp.start()
                 self.health.set("smtp", True, port=self.smtp.port)
-            if self.config.http.enabled:
-                self.http = HttpServer(self.config.http, build_app(self.health))
-                await self.http.start()
             log.info("ingestd ready")
             await self._stopping.wait()
         finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from ingest.journal import Journal
 from ingest.metrics import Metrics
 from ingest.pipeline import Pipeline
 from ingest.store import Store, StoreUnavailable
@@ -13,17 +14,25 @@ CHECK_TIMEOUT = 5.0
 
 
 class Health:
-    def __init__(self, store: Store, pipeline: Pipeline, metrics: Metrics) -> None:
+    def __init__(
+        self, store: Store, pipeline: Pipeline, journal: Journal, metrics: Metrics
+    ) -> None:
         self.store = store
         self.pipeline = pipeline
+        self.journal = journal
         self.metrics = metrics
         self.components: dict[str, dict[str, Any]] = {}
+        self.ready = False  # the schema is migrated and the listeners may start
 
     def set(self, component: str, ok: bool, **details: Any) -> None:
         self.components[component] = {"ok": ok, **details}
 
     async def check(self) -> dict[str, Any]:
         report: dict[str, Any] = {"status": "ok"}
+        if not self.ready:
+            report["status"] = "starting"
+            report.update(self.components)
+            return report
         try:
             waiting, dead = await asyncio.wait_for(
                 asyncio.to_thread(self._probe), timeout=CHECK_TIMEOUT
@@ -38,6 +47,9 @@ class Health:
             self.metrics.dead_letters.set(dead)
             report["store"] = {"ok": True, "dialect": self.store.dialect}
             report["journal"] = {"backlog": waiting, "dead_letters": dead}
+        if self.journal.failing:
+            report["status"] = "degraded"
+            report.setdefault("journal", {}).update(ok=False, error=self.journal.failing)
         for name, state in self.components.items():
             report[name] = state
             if not state.get("ok", True):

@@ -49,6 +49,8 @@ class Journal:
         self.on_commit = on_commit
         self._queue: asyncio.Queue[tuple[Delivery, asyncio.Future[Receipt]]] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
+        # The last write error, cleared by the next successful commit: /healthz shows it.
+        self.failing: str | None = None
 
     def start(self) -> None:
         self._writer = asyncio.create_task(self._write_loop(), name="journal-writer")
@@ -74,10 +76,12 @@ class Journal:
             try:
                 receipts = await asyncio.to_thread(self.commit, [d for d, _ in batch])
             except Exception as exc:
+                self.failing = str(exc) or type(exc).__name__
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
             else:
+                self.failing = None
                 for (_, future), receipt in zip(batch, receipts, strict=True):
                     if future.done():
                         continue

@@ -27,6 +27,8 @@ from ingest.store.models import Activity, Case, Direction, JournalEntry, Outcome
 log = logging.getLogger(__name__)
 
 RETRYABLE = (Outcome.PENDING.value, Outcome.FAILED.value)
+# What decided a new case when no record-creation rule did.
+DEFAULT_DECISION = "default: new case in the default queue"
 # Lost a lock race with another worker (deadlock, serialization failure): not
 # the message's fault, so it is neither counted as an attempt nor delayed.
 _CONTENDED = "contended"
@@ -154,10 +156,12 @@ class Pipeline:
             cases.record_inbound(session, thread.case, msg, row.id, now)
             return Result(Outcome.APPENDED, thread.case.number, f"thread:{thread.matched_by}")
 
-        case = cases.open_case(session, msg, contact, now, previous=thread.previous)
+        case = cases.open_case(
+            session, msg, contact, now, previous=thread.previous, decided_by=DEFAULT_DECISION
+        )
         cases.record_inbound(session, case, msg, row.id, now)
         cases.enqueue(session, case, self._default_queue(session), now)
-        return Result(Outcome.CREATED, case.number, "default")
+        return Result(Outcome.CREATED, case.number, DEFAULT_DECISION)
 
     def _earlier_copy(self, session: Session, msg: InboundMessage) -> str | None:
         """The case number of an earlier copy of this very message, if one was applied."""

@@ -185,3 +185,24 @@ def test_logs_are_structured_and_carry_case_and_channel(daemon: Daemon) -> None:
     log = daemon.log()
     for line in log.splitlines():
         json.loads(line)  # one JSON event per line
+
+
+def test_daemon_started_during_a_store_outage_waits_and_says_so(
+    tmp_path: Path, database: Database
+) -> None:
+    daemon = Daemon(tmp_path, database)
+    try:
+        with database.outage():
+            daemon.start(wait_healthy=False)
+            health = wait_until(lambda: (report := daemon.health()).get("migrations") and report)
+            assert health["status"] == "starting"
+            assert health["http_status"] == 503
+            assert health["migrations"]["ok"] is False
+            assert daemon.process is not None
+            assert daemon.process.poll() is None  # still running, still trying
+        wait_until(lambda: daemon.health()["http_status"] == 200, timeout=40)
+        mail.send(daemon.smtp_port, mail.message(subject="After the outage"))
+        daemon.wait_settled()
+        assert [c["title"] for c in daemon.cases()] == ["After the outage"]
+    finally:
+        assert daemon.stop() == 0
