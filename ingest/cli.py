@@ -146,7 +146,7 @@ def _cases_list(config: Config, args: argparse.Namespace) -> int:
             customer.get("email") or customer.get("name") or "",
             row["created_at"][:19].replace("T", " "),
         )
-    Console().print(table)
+    _console().print(table)
     return 0
 
 
@@ -167,8 +167,17 @@ def _cases_show(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_case(detail: dict[str, Any]) -> None:
+def _console() -> Console:
+    # Piped output (grep, less, tests) has no terminal width; folding a
+    # case number across lines there would make it unsearchable.
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)
+    return console
+
+
+def _print_case(detail: dict[str, Any]) -> None:
+    console = _console()
     customer = detail["customer"] or {}
     console.print(f"[bold]{detail['number']}[/bold]  {detail['title']}")
     facts = [

@@ -103,9 +103,15 @@ def test_sender_falls_back_to_the_envelope() -> None:
     assert msg.sender == "bounce@example.com"
 
 
-@pytest.mark.parametrize(
-    "path", sorted(p for p in CORPUS.rglob("*") if p.is_file() and p.name != "README.md"), ids=str
-)
+CORPUS_FILES = sorted(p for p in CORPUS.rglob("*") if p.is_file() and p.name != "README.md")
+
+
+def test_the_shared_corpus_is_present() -> None:
+    # An empty parametrisation below would pass silently without it.
+    assert len(CORPUS_FILES) >= 279, f"expected the real-world corpus at {CORPUS}"
+
+
+@pytest.mark.parametrize("path", CORPUS_FILES, ids=lambda p: str(p.relative_to(CORPUS)))
 def test_corpus_message_parses(path: Path) -> None:
     data = path.read_bytes()
     msg = mime.parse(data)

@@ -206,3 +206,22 @@ def test_daemon_started_during_a_store_outage_waits_and_says_so(
         assert [c["title"] for c in daemon.cases()] == ["After the outage"]
     finally:
         assert daemon.stop() == 0
+
+
+def test_cli_human_output_and_unknown_case(daemon: Daemon) -> None:
+    mail.send(
+        daemon.smtp_port, mail.message(subject="Invoice 42 is wrong", body="We were charged twice.")
+    )
+    daemon.wait_settled()
+    number = daemon.cases()[0]["number"]
+    listing = daemon.cli("cases", "list").stdout
+    assert number in listing
+    assert "Invoice 42 is wrong" in listing
+    assert "General Support" in listing
+    shown = daemon.cli("cases", "show", number.lower()).stdout
+    assert number in shown
+    assert "Activities" in shown
+    assert "We were charged twice." in shown
+    missing = daemon.cli("cases", "show", "CAS-99999-ZZZZZZ", check=False)
+    assert missing.returncode == 3
+    assert "no case CAS-99999-ZZZZZZ" in missing.stderr
