@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 
 from ingest import yamlsource
+from ingest.calendars import CalendarConfig
+from ingest.section import Section
 from ingest.yamlsource import Problem, SourceError
 
 DEFAULT_PATH = Path("config/ingestd.yaml")
@@ -23,10 +26,6 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "INGESTD_LOG_LEVEL": ("logging", "level"),
     "INGESTD_LOG_FORMAT": ("logging", "format"),
 }
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class DatabaseConfig(Section):
@@ -86,6 +85,75 @@ class QueueConfig(Section):
     owner_email: str | None = None
 
 
+class OutboxConfig(Section):
+    batch_size: int = Field(50, ge=1, le=1000, description="rows claimed per run")
+    max_attempts: int = Field(12, ge=1, description="send attempts before a row fails for good")
+    backoff_base_seconds: float = Field(60.0, ge=0, description="first retry delay, doubled …")
+    backoff_max_seconds: float = Field(3600.0, ge=0, description="… up to this")
+    poll_interval: float = Field(5.0, gt=0, description="seconds between looks for due rows")
+    lease_seconds: float = Field(
+        300.0, gt=0, description="how long a claimed row is reserved for its deliverer"
+    )
+    send_timeout: float = Field(120.0, gt=0, description="hard limit on one send, all steps")
+
+    @model_validator(mode="after")
+    def _lease_covers_a_send(self) -> OutboxConfig:
+        if self.lease_seconds <= self.send_timeout:
+            raise ValueError("lease_seconds must be longer than send_timeout")
+        return self
+
+
+DEFAULT_RELAY_PORTS = {"none": 25, "starttls": 587, "tls": 465}
+
+
+def _check_address(value: str) -> str:
+    local, at, domain = value.strip().rpartition("@")
+    if not at or not local or not domain or any(c.isspace() for c in value.strip()):
+        raise ValueError(f"{value!r} is not an email address")
+    return value.strip()
+
+
+class OutboundEmailConfig(Section):
+    """The SMTP relay that outbound mail goes through, and how it is signed."""
+
+    enabled: bool = False
+    host: str = "localhost"
+    port: int | None = Field(None, ge=1, le=65535, description="default: 25, 587 or 465")
+    security: Literal["none", "starttls", "tls"] = "starttls"
+    username: str | None = None
+    password: SecretStr | None = None
+    timeout: float = Field(30.0, gt=0, description="seconds per SMTP step")
+    ca_file: Path | None = Field(None, description="CA bundle for the relay's certificate")
+    local_hostname: str | None = Field(None, description="EHLO name; default: this host's FQDN")
+    from_address: str = "support@example.com"
+    from_name: str | None = None
+    envelope_from: str | None = Field(None, description="MAIL FROM; default: from_address")
+    message_id_domain: str | None = Field(None, description="default: from_address's domain")
+
+    @field_validator("from_address", "envelope_from")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        return None if value is None else _check_address(value)
+
+    @model_validator(mode="after")
+    def _credentials(self) -> OutboundEmailConfig:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("set both username and password, or neither")
+        if self.username is not None and self.security == "none":
+            raise ValueError(
+                "credentials would cross the network in clear: use security starttls or tls"
+            )
+        return self
+
+    @property
+    def relay_port(self) -> int:
+        return self.port or DEFAULT_RELAY_PORTS[self.security]
+
+    @property
+    def id_domain(self) -> str:
+        return self.message_id_domain or self.from_address.rpartition("@")[2].lower()
+
+
 class PipelineConfig(Section):
     batch_size: int = Field(100, ge=1, le=10_000)
     max_attempts: int = Field(5, ge=1)
@@ -115,8 +183,27 @@ class Config(Section):
     pipeline: PipelineConfig = PipelineConfig()
     logging: LoggingConfig = LoggingConfig()
     rules_dir: Path = Path("rules")
+    # What becomes of a message no record-creation item matches.
+    rules_unmatched: Literal["create_case", "skip"] = "create_case"
+    # The zone that rule conditions on `time.weekday` and `time.hour` read.
+    rules_timezone: str = "UTC"
+    rules_reload_interval: float = Field(1.0, gt=0, description="seconds between looks for edits")
     templates_dir: Path = Path("templates")
+    calendars: dict[str, CalendarConfig] = Field(default_factory=dict)
+    outbox: OutboxConfig = OutboxConfig()
+    outbound_email: OutboundEmailConfig = OutboundEmailConfig()
     source: str = Field("<defaults>", exclude=True)
+
+    @field_validator("rules_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r} (use an IANA name such as Europe/Berlin)"
+            ) from None
+        return value
 
     @model_validator(mode="after")
     def _queues(self) -> Config:

@@ -9,6 +9,7 @@ import signal
 import time
 
 from channels import mime
+from channels.email_out import EmailSender
 from channels.smtp import SmtpChannel
 from ingest import cases
 from ingest.clock import Clock, SystemClock
@@ -17,6 +18,7 @@ from ingest.health import Health
 from ingest.http import HttpServer, build_app
 from ingest.journal import Journal
 from ingest.metrics import Metrics
+from ingest.outbox import OutboxDelivery, Sender
 from ingest.pipeline import Pipeline
 from ingest.store import Store, StoreUnavailable
 from ingest.store.session import redacted
@@ -40,6 +42,11 @@ class Daemon:
         self._stopping = asyncio.Event()
         self.journal = Journal(self.store, self.clock, self._wake.set)
         self.health = Health(self.store, self.pipeline, self.journal, self.metrics)
+        senders: dict[str, Sender] = {}
+        if config.outbound_email.enabled:
+            senders["email"] = EmailSender(config.outbound_email, self.clock)
+        self.outbox = OutboxDelivery(self.store, config.outbox, self.clock, senders)
+        self._outbox_wake = asyncio.Event()
         self.smtp: SmtpChannel | None = None
         self.http: HttpServer | None = None
 
@@ -59,6 +66,7 @@ class Daemon:
         self.health.ready = True
         self.journal.start()
         worker = asyncio.create_task(self._pipeline_loop(), name="pipeline")
+        sender = asyncio.create_task(self._outbox_loop(), name="outbox")
         try:
             if self.config.smtp.enabled:
                 self.smtp = SmtpChannel(self.config.smtp, self.journal, self.metrics)
@@ -67,7 +75,7 @@ class Daemon:
             log.info("ingestd ready")
             await self._stopping.wait()
         finally:
-            await self._shutdown(worker)
+            await self._shutdown(worker, sender)
 
     def request_stop(self) -> None:
         if not self._stopping.is_set():
@@ -121,19 +129,49 @@ class Daemon:
             delay = self.config.pipeline.poll_interval
             self.health.set("pipeline", True)
             if handled:
+                # What was just applied may have queued mail (auto-responses).
+                self._outbox_wake.set()
                 continue
             await self._sleep(self.config.pipeline.poll_interval)
+
+    async def _outbox_loop(self) -> None:
+        interval = self.config.outbox.poll_interval
+        delay = interval
+        while not self._stopping.is_set():
+            self._outbox_wake.clear()
+            try:
+                handled = await self.outbox.run_once()
+            except StoreUnavailable as exc:
+                self.health.set("outbox", False, error=str(exc))
+                log.warning(
+                    "outbox: store unavailable", extra={"error": str(exc), "retry_in": delay}
+                )
+                await _wait(self._stopping, delay)
+                delay = min(delay * 2, MAX_STORE_BACKOFF)
+                continue
+            except Exception as exc:
+                self.health.set("outbox", False, error=repr(exc))
+                log.exception("outbox run failed")
+                await _wait(self._stopping, delay)
+                delay = min(delay * 2, MAX_STORE_BACKOFF)
+                continue
+            delay = interval
+            self.health.set("outbox", True, senders=sorted(self.outbox.senders))
+            if not handled:
+                await _wait(self._outbox_wake, interval)
 
     async def _sleep(self, seconds: float) -> None:
         await _wait(self._wake, seconds)
 
-    async def _shutdown(self, worker: asyncio.Task[None]) -> None:
+    async def _shutdown(self, worker: asyncio.Task[None], sender: asyncio.Task[None]) -> None:
         # Order matters: stop taking mail, write what was accepted, process it.
         if self.smtp:
             await self.smtp.stop()
         await self.journal.stop()
         self._stopping.set()
-        await asyncio.gather(worker, return_exceptions=True)
+        self._outbox_wake.set()
+        # The outbox finishes its current batch rather than abandoning a send.
+        await asyncio.gather(worker, sender, return_exceptions=True)
         deadline = time.monotonic() + DRAIN_SECONDS
         while time.monotonic() < deadline:
             try:

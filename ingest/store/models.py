@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Date,
     ForeignKey,
     Index,
     Integer,
@@ -185,6 +186,8 @@ class Case(Base):
     category: Mapped[str | None] = mapped_column(String(200))
     custom: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     decided_by: Mapped[str | None] = mapped_column(String(300))
+    rules_version: Mapped[str | None] = mapped_column(String(40))
+    entitlement_id: Mapped[int | None] = mapped_column(ForeignKey("entitlements.id"), index=True)
     previous_case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"))
     merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -285,6 +288,9 @@ class JournalEntry(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     case_number: Mapped[str | None] = mapped_column(String(32))
     decided_by: Mapped[str | None] = mapped_column(String(300))
+    rules_version: Mapped[str | None] = mapped_column(String(40))
+    # Why a message was skipped (unknown sender, no entitlement, ignored by a rule).
+    reason: Mapped[str | None] = mapped_column(Text)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     duplicate_count: Mapped[int] = mapped_column(Integer, default=0)
     last_duplicate_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -313,6 +319,69 @@ class OutboxMessage(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class EntitlementState(enum.StrEnum):
+    """Stored states are Draft, Active and Cancelled; Waiting and Expired follow from dates."""
+
+    DRAFT = "Draft"
+    WAITING = "Waiting"
+    ACTIVE = "Active"
+    EXPIRED = "Expired"
+    CANCELLED = "Cancelled"
+
+
+class Entitlement(Base):
+    """What a customer is owed: a number of cases (terms) and the SLA that applies."""
+
+    __tablename__ = "entitlements"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), index=True)
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"), index=True)
+    start_date: Mapped[date] = mapped_column(Date)
+    end_date: Mapped[date] = mapped_column(Date)
+    state: Mapped[str] = mapped_column(String(20), default=EntitlementState.DRAFT.value)
+    total_terms: Mapped[int | None] = mapped_column(Integer)  # None: unlimited
+    remaining_terms: Mapped[int | None] = mapped_column(Integer)
+    decrement_on: Mapped[str] = mapped_column(String(20), default="creation")
+    restrict: Mapped[bool] = mapped_column(default=True)
+    sla: Mapped[str | None] = mapped_column(String(200))
+    is_default: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    channels: Mapped[list[EntitlementChannel]] = relationship(
+        back_populates="entitlement", cascade="all, delete-orphan"
+    )
+    contacts: Mapped[list[EntitlementContact]] = relationship(cascade="all, delete-orphan")
+
+
+class EntitlementChannel(Base):
+    """Terms counted for one channel only, when an entitlement splits them."""
+
+    __tablename__ = "entitlement_channels"
+    __table_args__ = (UniqueConstraint("entitlement_id", "channel"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    entitlement_id: Mapped[int] = mapped_column(ForeignKey("entitlements.id"))
+    channel: Mapped[str] = mapped_column(String(20))
+    total_terms: Mapped[int | None] = mapped_column(Integer)
+    remaining_terms: Mapped[int | None] = mapped_column(Integer)
+
+    entitlement: Mapped[Entitlement] = relationship(back_populates="channels")
+
+
+class EntitlementContact(Base):
+    """Narrows an account's entitlement to the contacts listed."""
+
+    __tablename__ = "entitlement_contacts"
+    __table_args__ = (UniqueConstraint("entitlement_id", "contact_id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    entitlement_id: Mapped[int] = mapped_column(ForeignKey("entitlements.id"))
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"), index=True)
 
 
 class Sequence(Base):
