@@ -68,8 +68,14 @@ def parse(raw: bytes, meta: dict[str, Any] | None = None) -> InboundMessage:
         references=_all_msgids(_header(msg, "References", defects))[-_MAX_REFERENCES:],
         headers=_header_map(msg, defects),
         sent_at=_date(_header(msg, "Date", defects)),
+        language=_language(_header(msg, "Content-Language", defects)),
         defects=defects,
     )
+
+
+def _language(value: str) -> str | None:
+    tag = value.split(",")[0].strip().lower()
+    return tag[:35] if tag and re.fullmatch(r"[a-z]{1,8}(-[a-z0-9]{1,8})*", tag) else None
 
 
 def normalise_address(address: str) -> str:

@@ -75,6 +75,10 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("number")
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(handler=_cases_show)
+
+    from ingest import rulescli
+
+    rulescli.register(commands, _console())
     return parser
 
 

@@ -20,6 +20,7 @@ from ingest.journal import Journal
 from ingest.metrics import Metrics
 from ingest.outbox import OutboxDelivery, Sender
 from ingest.pipeline import Pipeline
+from ingest.rulewatch import RuleWatcher
 from ingest.store import Store, StoreUnavailable
 from ingest.store.session import redacted
 
@@ -35,13 +36,16 @@ class Daemon:
         self.clock = clock or SystemClock()
         self.metrics = Metrics()
         self.store = Store(config.database)
+        self.rules = RuleWatcher(config)
         self.pipeline = Pipeline(
-            self.store, config, self.clock, {mime.CHANNEL: mime.parse}, self.metrics
+            self.store, config, self.clock, {mime.CHANNEL: mime.parse}, self.metrics, self.rules
         )
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self.journal = Journal(self.store, self.clock, self._wake.set)
         self.health = Health(self.store, self.pipeline, self.journal, self.metrics)
+        self.metrics.rules_reload_failures.inc(self.rules.status.failures)
+        self._rules_reported()
         senders: dict[str, Sender] = {}
         if config.outbound_email.enabled:
             senders["email"] = EmailSender(config.outbound_email, self.clock)
@@ -67,6 +71,7 @@ class Daemon:
         self.journal.start()
         worker = asyncio.create_task(self._pipeline_loop(), name="pipeline")
         sender = asyncio.create_task(self._outbox_loop(), name="outbox")
+        watcher = asyncio.create_task(self._rules_loop(), name="rules")
         try:
             if self.config.smtp.enabled:
                 self.smtp = SmtpChannel(self.config.smtp, self.journal, self.metrics)
@@ -75,6 +80,7 @@ class Daemon:
             log.info("ingestd ready")
             await self._stopping.wait()
         finally:
+            watcher.cancel()
             await self._shutdown(worker, sender)
 
     def request_stop(self) -> None:
@@ -133,6 +139,26 @@ class Daemon:
                 self._outbox_wake.set()
                 continue
             await self._sleep(self.config.pipeline.poll_interval)
+
+    async def _rules_loop(self) -> None:
+        failures = self.rules.status.failures
+        while not self._stopping.is_set():
+            await _wait(self._stopping, self.config.rules_reload_interval)
+            try:
+                changed = await asyncio.to_thread(self.rules.poll)
+            except Exception:  # a watcher bug must not take the daemon down
+                log.exception("rules watcher failed")
+                continue
+            if changed or self.rules.status.failures != failures:
+                if self.rules.status.failures != failures:
+                    self.metrics.rules_reload_failures.inc(self.rules.status.failures - failures)
+                    failures = self.rules.status.failures
+                self._rules_reported()
+
+    def _rules_reported(self) -> None:
+        report = self.rules.report()
+        self.health.set("rules", report.pop("ok"), **report)
+        self.metrics.rules(self.rules.current.version, self.rules.status.ok)
 
     async def _outbox_loop(self) -> None:
         interval = self.config.outbox.poll_interval

@@ -34,6 +34,7 @@ class InboundMessage:
     references: list[str] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
     sent_at: datetime | None = None
+    language: str | None = None  # as the sender's client declared it, e.g. "de" or "en-gb"
     defects: list[str] = field(default_factory=list)
 
     @property

@@ -47,5 +47,27 @@ class Metrics:
             "ingestd_store_up", "1 when the store answered the last check", registry=self.registry
         )
 
+        self.rules_info = Gauge(
+            "ingestd_rules_info",
+            "1 for the version of the rules in force",
+            ["version"],
+            registry=self.registry,
+        )
+        self.rules_reload_ok = Gauge(
+            "ingestd_rules_last_reload_ok",
+            "1 when the last edit of the rules was loaded, 0 when it was refused",
+            registry=self.registry,
+        )
+        self.rules_reload_failures = Counter(
+            "ingestd_rules_reload_failures",
+            "Edits of the rules refused because they did not validate",
+            registry=self.registry,
+        )
+
+    def rules(self, version: str, ok: bool) -> None:
+        self.rules_info.clear()
+        self.rules_info.labels(version).set(1)
+        self.rules_reload_ok.set(1 if ok else 0)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

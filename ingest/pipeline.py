@@ -10,25 +10,28 @@ import logging
 import traceback
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Protocol
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from channels.base import Parser
-from ingest import cases, conversation, identify
+from ingest import intake
+from ingest.calendars import load_calendars
 from ingest.clock import Clock
 from ingest.config import Config
 from ingest.message import InboundMessage
 from ingest.metrics import Metrics
+from ingest.ruleset import RuleBook
 from ingest.store import Store
-from ingest.store.models import Activity, Case, Direction, JournalEntry, Outcome, Queue
+from ingest.store.models import Activity, Case, Direction, JournalEntry, Outcome
 
 log = logging.getLogger(__name__)
 
 RETRYABLE = (Outcome.PENDING.value, Outcome.FAILED.value)
-# What decided a new case when no record-creation rule did.
-DEFAULT_DECISION = "default: new case in the default queue"
 # Lost a lock race with another worker (deadlock, serialization failure): not
 # the message's fault, so it is neither counted as an attempt nor delayed.
 _CONTENDED = "contended"
@@ -37,6 +40,19 @@ _CONTENTION_SQLSTATES = {"40P01", "40001", "55P03"}
 
 def is_contention(exc: DBAPIError) -> bool:
     return getattr(exc.orig, "sqlstate", None) in _CONTENTION_SQLSTATES
+
+
+def environment(config: Config) -> intake.Environment:
+    return intake.Environment(
+        zone=ZoneInfo(config.rules_timezone),
+        calendars=load_calendars(dict(config.calendars), _config_dir(config)),
+        default_queue=config.default_queue,
+    )
+
+
+def _config_dir(config: Config) -> Path:
+    source = Path(config.source)
+    return source.parent if source.name.endswith((".yaml", ".yml")) else Path.cwd()
 
 
 def _short_error(exc: BaseException) -> str:
@@ -48,6 +64,8 @@ class Result:
     outcome: Outcome
     case_number: str | None
     decided_by: str | None = None
+    reason: str | None = None
+    rules_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +76,12 @@ class _Done:
     case_number: str | None
     journal_id: int
     error: str | None = None
+    decided_by: str | None = None
+    reason: str | None = None
+
+
+class RuleSource(Protocol):
+    current: RuleBook
 
 
 class Pipeline:
@@ -68,12 +92,19 @@ class Pipeline:
         clock: Clock,
         parsers: dict[str, Parser],
         metrics: Metrics | None = None,
+        rules: RuleSource | None = None,
     ) -> None:
         self.store = store
         self.config = config
         self.clock = clock
         self.parsers = parsers
         self.metrics = metrics
+        if rules is None:
+            from ingest.rulewatch import RuleWatcher
+
+            rules = RuleWatcher(config)
+        self.rules = rules
+        self.env = environment(config)
 
     def run_batch(self) -> int:
         """Process up to one batch of due rows; return how many were handled."""
@@ -131,12 +162,22 @@ class Pipeline:
             return self._failed(row, exc, now)
         row.outcome = result.outcome.value
         row.case_number = result.case_number
-        row.decided_by = result.decided_by
+        row.decided_by = result.decided_by[:300] if result.decided_by else None
+        row.reason = result.reason
+        row.rules_version = result.rules_version
         row.processed_at = now
         row.last_error = None
         row.attempts += 1
         latency = (now - row.received_at).total_seconds()
-        return _Done(row.channel, row.outcome, max(latency, 0.0), result.case_number, row.id)
+        return _Done(
+            row.channel,
+            row.outcome,
+            max(latency, 0.0),
+            result.case_number,
+            row.id,
+            decided_by=row.decided_by,
+            reason=result.reason,
+        )
 
     def apply(self, session: Session, row: JournalEntry, now: datetime) -> Result:
         parser = self.parsers.get(row.channel)
@@ -148,20 +189,16 @@ class Pipeline:
         if earlier is not None:
             return Result(Outcome.DUPLICATE, earlier)
 
-        contact = identify.resolve_contact(
-            session, msg.identity_kind, msg.sender, msg.sender_name, now
+        book = self.rules.current  # one book for the whole message, even mid-reload
+        decision = intake.decide(session, book, msg, now, self.env)
+        case = intake.apply(session, decision, msg, row.id, now, book)
+        return Result(
+            decision.outcome,
+            case.number if case is not None else None,
+            decision.decided_by,
+            decision.reason,
+            book.version,
         )
-        thread = conversation.find_thread(session, msg, contact)
-        if thread.case is not None:
-            cases.record_inbound(session, thread.case, msg, row.id, now)
-            return Result(Outcome.APPENDED, thread.case.number, f"thread:{thread.matched_by}")
-
-        case = cases.open_case(
-            session, msg, contact, now, previous=thread.previous, decided_by=DEFAULT_DECISION
-        )
-        cases.record_inbound(session, case, msg, row.id, now)
-        cases.enqueue(session, case, self._default_queue(session), now)
-        return Result(Outcome.CREATED, case.number, DEFAULT_DECISION)
 
     def _earlier_copy(self, session: Session, msg: InboundMessage) -> str | None:
         """The case number of an earlier copy of this very message, if one was applied."""
@@ -179,14 +216,6 @@ class Pipeline:
         if hit is None:
             return None
         return hit.number or ""
-
-    def _default_queue(self, session: Session) -> Queue:
-        queue = session.execute(
-            select(Queue).where(Queue.name == self.config.default_queue)
-        ).scalar_one_or_none()
-        if queue is None:
-            raise LookupError(f"default queue {self.config.default_queue!r} is not in the store")
-        return queue
 
     def _failed(self, row: JournalEntry, exc: Exception, now: datetime) -> _Done:
         settings = self.config.pipeline
@@ -216,7 +245,10 @@ class Pipeline:
             level = logging.ERROR if item.outcome == Outcome.DEAD.value else logging.WARNING
             log.log(level, "message not processed", extra={**fields, "error": item.error})
         else:
-            log.info("message processed", extra=fields)
+            log.info(
+                "message skipped" if item.reason else "message processed",
+                extra={**fields, "decided_by": item.decided_by, "reason": item.reason},
+            )
         if self.metrics:
             self.metrics.processed.labels(item.channel, item.outcome).inc()
             if item.latency is not None:

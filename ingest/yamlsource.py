@@ -29,12 +29,25 @@ class Problem:
     line: int | None
     field: str
     message: str
+    rule: str | None = None  # the rule item the problem is in, for rule files
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
-        return (
-            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
-        )
+        parts = [where]
+        if self.rule:
+            parts.append(f"rule {self.rule!r}")
+        if self.field:
+            parts.append(self.field)
+        return ": ".join(parts) + f": {self.message}"
+
+    def as_dict(self) -> dict[str, str | int | None]:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "rule": self.rule,
+            "field": self.field,
+            "message": self.message,
+        }
 
 
 class SourceError(Exception):
@@ -97,6 +110,8 @@ def parse(text: str, path: str, env: dict[str, str] | None = None) -> YamlDocume
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
+    except ValueError as exc:  # PyYAML's timestamp constructor: an impossible date
+        raise SourceError([Problem(path, None, "", f"not valid YAML: {exc}")]) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import uuid
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -23,6 +24,8 @@ START = datetime(2026, 3, 4, 15, 0, tzinfo=UTC)
 
 class Harness:
     def __init__(self, url: str, **config: Any) -> None:
+        # No rule files unless a test brings its own: the unmatched default applies.
+        config.setdefault("rules_dir", tempfile.mkdtemp(prefix="ingestd-rules-"))
         self.config = Config.model_validate({"database": {"url": url}, **config})
         self.store = Store(DatabaseConfig(url=url))
         self.store.migrate()

@@ -1,0 +1,357 @@
+"""What an inbound message becomes, decided by the rules, then applied.
+
+`decide` only reads the store, so `ingestd rules test` shows exactly what the
+pipeline would do; `apply` writes the decision in the pipeline's transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ingest import cases, conversation, entitlements, guard, identify, outbox
+from ingest.conditions import CalendarLike, Facts
+from ingest.message import InboundMessage
+from ingest.ruleset import PRIORITIES, Item, RecordActions, RuleBook
+from ingest.store.models import (
+    Case,
+    CaseState,
+    Contact,
+    Entitlement,
+    Outcome,
+    Priority,
+    Queue,
+    StatusReason,
+)
+from ingest.templating import RenderError
+
+log = logging.getLogger(__name__)
+
+UNMATCHED_CREATE = "default: no record-creation rule matched"
+DEFAULT_ROUTE = "default queue"
+# What an unmatched message gets when config says to create cases for it.
+_UNMATCHED_ACTIONS = RecordActions(create_contact=True)
+
+
+@dataclass
+class NewCase:
+    title: str
+    priority: str
+    product: str | None
+    category: str | None
+    custom: dict[str, str]
+    queue: str
+    routed_by: str
+    problems: list[str] = field(default_factory=list)  # expressions that failed to render
+
+
+@dataclass
+class Decision:
+    outcome: Outcome
+    decided_by: str
+    facts: Facts
+    rule: Item | None = None
+    reason: str | None = None  # why a message is skipped
+    case: Case | None = None  # the case an append lands on
+    reopen: bool = False
+    previous: Case | None = None  # the closed case a new one follows on from
+    contact: Contact | None = None
+    create_contact: bool = False
+    entitlement: Entitlement | None = None
+    new_case: NewCase | None = None
+    auto_response: str | None = None
+    auto_response_blocked: str | None = None
+    route: Item | None = None
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What decisions need besides the rules: the clock's zone and the calendars."""
+
+    zone: ZoneInfo
+    calendars: Mapping[str, CalendarLike]
+    default_queue: str
+
+
+def decide(
+    session: Session, book: RuleBook, msg: InboundMessage, now: datetime, env: Environment
+) -> Decision:
+    contact = identify.find_contact(session, msg.identity_kind, msg.sender)
+    thread = conversation.find_thread(session, msg, contact)
+    entitled = _cached(lambda: entitlements.find_valid(session, contact, msg.channel, now.date()))
+    facts = Facts(
+        msg,
+        now=now,
+        zone=env.zone,
+        contact=contact,
+        entitled=lambda: entitled() is not None,
+        is_reply=thread.case is not None or thread.previous is not None,
+        calendars=dict(env.calendars),
+    )
+    rule = book.match(facts)
+    label = rule.label if rule else UNMATCHED_CREATE
+    decision = Decision(Outcome.SKIPPED, label, facts, rule=rule, contact=contact)
+    if rule is None and book.settings.unmatched == "skip":
+        decision.decided_by = "default: no record-creation rule matched (rules_unmatched: skip)"
+        if thread.case is None:
+            decision.reason = "no record-creation rule matched"
+            return decision
+    actions = rule.actions if rule else _UNMATCHED_ACTIONS
+
+    if actions.ignore:
+        decision.reason = f"ignored by rule {rule.name!r}" if rule else "ignored"
+        return decision
+    if thread.case is not None:
+        decision.outcome, decision.case = Outcome.APPENDED, thread.case
+        decision.decided_by = f"thread:{thread.matched_by}"
+        return decision
+    previous = thread.previous
+    window = actions.resolved_case_window
+    if previous is not None and window is not None and _within(previous, window.hours, now):
+        decision.outcome, decision.case = Outcome.APPENDED, previous
+        decision.reopen = window.reopen
+        decision.decided_by = f"thread:{thread.matched_by}; resolved-case window of {label}"
+        return decision
+    if actions.existing_case_only:
+        decision.reason = "the rule adds to existing cases only, and none was found"
+        return decision
+    decision.create_contact = contact is None
+    if contact is None and not actions.create_contact:
+        decision.reason = "unknown sender, and the rule does not create contacts"
+        return decision
+    decision.entitlement = entitled()
+    if actions.require_entitlement and decision.entitlement is None:
+        decision.reason = f"no valid entitlement for this customer on {msg.channel}"
+        return decision
+
+    decision.outcome, decision.previous = Outcome.CREATED, previous
+    decision.new_case = _new_case(book, rule, actions, facts, env)
+    decision.route = _routed(book, actions, decision.new_case, facts)
+    if decision.route is not None:
+        decision.decided_by += f"; routing: {decision.route.label}"
+    if actions.auto_response is not None:
+        decision.auto_response = actions.auto_response
+        decision.auto_response_blocked = guard.never_answer(msg)
+    return decision
+
+
+def apply(
+    session: Session,
+    decision: Decision,
+    msg: InboundMessage,
+    journal_id: int | None,
+    now: datetime,
+    book: RuleBook,
+) -> Case | None:
+    """Write the decision; return the case the message landed on, if any."""
+    if decision.outcome is Outcome.SKIPPED:
+        return None
+    if decision.outcome is Outcome.APPENDED:
+        case = decision.case
+        assert case is not None
+        if decision.reopen and case.state != CaseState.ACTIVE.value:
+            case.state = CaseState.ACTIVE.value
+            case.status_reason = StatusReason.IN_PROGRESS.value
+            case.resolved_at = None
+        cases.record_inbound(session, case, msg, journal_id, now)
+        return case
+    spec = decision.new_case
+    assert spec is not None
+    contact = decision.contact
+    if contact is None:
+        contact = identify.resolve_contact(
+            session, msg.identity_kind, msg.sender, msg.sender_name, now
+        )
+    case = cases.open_case(
+        session,
+        msg,
+        contact,
+        now,
+        title=spec.title,
+        priority=spec.priority,
+        previous=decision.previous,
+        decided_by=decision.decided_by[:300],
+    )
+    case.product, case.category, case.custom = spec.product, spec.category, dict(spec.custom)
+    case.rules_version = book.version
+    case.entitlement_id = decision.entitlement.id if decision.entitlement else None
+    cases.record_inbound(session, case, msg, journal_id, now)
+    cases.enqueue(session, case, _queue(session, spec.queue), now)
+    for problem in spec.problems:
+        log.warning(
+            "rule expression failed, default used",
+            extra={"case": case.number, "channel": msg.channel, "error": problem},
+        )
+    if decision.auto_response is not None:
+        _auto_respond(session, decision, msg, case, book, now)
+    return case
+
+
+def template_context(
+    msg: InboundMessage, contact: Contact | None, now: datetime, known: bool
+) -> dict[str, Any]:
+    account = contact.account if contact is not None else None
+    return {
+        "message": {
+            "channel": msg.channel,
+            "subject": msg.subject,
+            "text": msg.text,
+            "sender": msg.sender,
+            "sender_name": msg.sender_name or "",
+            "to": list(msg.recipients),
+            "headers": dict(msg.headers),
+            "attachments": [a.filename or "" for a in msg.attachments],
+            "language": msg.language or "",
+        },
+        "customer": {
+            "known": known,
+            "name": (contact.full_name if contact else None) or msg.sender_name or msg.sender,
+            "email": contact.email if contact else None,
+            "tier": (contact.tier if contact else None) or (account.tier if account else None),
+            "account": account.name if account else None,
+        },
+        "now": now,
+    }
+
+
+def case_context(case: Case) -> dict[str, Any]:
+    return {
+        "number": case.number,
+        "title": case.title,
+        "priority": case.priority,
+        "queue": case.queue.name if case.queue else None,
+    }
+
+
+def _auto_respond(
+    session: Session,
+    decision: Decision,
+    msg: InboundMessage,
+    case: Case,
+    book: RuleBook,
+    now: datetime,
+) -> None:
+    fields = {"case": case.number, "channel": msg.channel, "template": decision.auto_response}
+    if decision.auto_response_blocked:
+        log.info(
+            "auto-response withheld", extra={**fields, "reason": decision.auto_response_blocked}
+        )
+        return
+    name = decision.auto_response
+    assert name is not None
+    context = template_context(msg, decision.contact, now, decision.contact is not None)
+    context["case"] = case_context(case)
+    try:
+        rendered = book.templates.get(name).render(context)
+    except RenderError as exc:
+        # The case stands; only the courtesy mail is lost, and the log says why.
+        log.error("auto-response template failed", extra={**fields, "error": str(exc)})
+        return
+    headers = {"Auto-Submitted": "auto-replied", "X-Loop": "ingestd"}
+    if msg.message_id:
+        headers["In-Reply-To"] = f"<{msg.message_id}>"
+        headers["References"] = " ".join(f"<{r}>" for r in [*msg.references, msg.message_id])
+    outbox.enqueue(
+        session,
+        kind="auto_response",
+        channel=msg.channel,
+        recipient=msg.sender,
+        subject=rendered.subject,
+        body_text=rendered.text,
+        body_html=rendered.html,
+        headers=headers,
+        case_id=case.id,
+        dedupe_key=f"auto_response:{case.number}",
+        now=now,
+    )
+
+
+def _new_case(
+    book: RuleBook, rule: Item | None, actions: RecordActions, facts: Facts, env: Environment
+) -> NewCase:
+    msg = facts.msg
+    spec = actions.create_case
+    new = NewCase(
+        title=cases.title_for(msg),
+        priority=Priority.NORMAL.value,
+        product=None,
+        category=None,
+        custom={},
+        queue=env.default_queue,
+        routed_by=DEFAULT_ROUTE,
+    )
+    if rule is None or spec is None:
+        return new
+    context = template_context(msg, facts.contact, facts.now, facts.known)
+    for name, expression in rule.expressions.items():
+        try:
+            value = expression.render(context)
+        except RenderError as exc:
+            new.problems.append(f"{rule.label} {name}: {exc}")
+            continue
+        if name == "title":
+            new.title = value[: cases.TITLE_MAX] or new.title
+        elif name == "priority":
+            match = next((p for p in PRIORITIES if p.lower() == value.lower()), None)
+            if match is None:
+                new.problems.append(f"{rule.label} priority: {value!r} is not a priority")
+            else:
+                new.priority = match
+        elif name == "product":
+            new.product = value[:200] or None
+        elif name == "category":
+            new.category = value[:200] or None
+        else:
+            new.custom[name.removeprefix("custom.")] = value
+    return new
+
+
+def _routed(book: RuleBook, actions: RecordActions, new: NewCase, facts: Facts) -> Item | None:
+    if actions.queue is not None:
+        new.queue, new.routed_by = actions.queue, "record-creation rule"
+        return None
+    facts.case = {
+        "title": new.title,
+        "priority": new.priority,
+        "product": new.product,
+        "category": new.category,
+        "custom": new.custom,
+        "channel": facts.msg.channel,
+    }
+    route = book.route(facts)
+    if route is not None and route.queue is not None:
+        new.queue, new.routed_by = route.queue, route.label
+    return route
+
+
+def _within(case: Case, hours: float, now: datetime) -> bool:
+    return (
+        case.state == CaseState.RESOLVED.value
+        and case.resolved_at is not None
+        and now - case.resolved_at < timedelta(hours=hours)
+    )
+
+
+def _queue(session: Session, name: str) -> Queue:
+    queue = session.execute(select(Queue).where(Queue.name == name)).scalar_one_or_none()
+    if queue is None:
+        raise LookupError(f"queue {name!r} is not in the store")
+    return queue
+
+
+def _cached(compute: Callable[[], Entitlement | None]) -> Callable[[], Entitlement | None]:
+    done: list[Entitlement | None] = []
+
+    def get() -> Entitlement | None:
+        if not done:
+            done.append(compute())
+        return done[0]
+
+    return get
