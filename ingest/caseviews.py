@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from ingest.store.models import Activity, Case, Contact
+from ingest.store.models import Activity, Case, Contact, JournalEntry
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -38,6 +38,10 @@ def case_summary(case: Case) -> dict[str, Any]:
         "customer": customer_of(case),
         "owner": case.owner,
         "decided_by": case.decided_by,
+        "rules_version": case.rules_version,
+        "product": case.product,
+        "category": case.category,
+        "custom": case.custom or {},
         "created_at": _iso(case.created_at),
         "updated_at": _iso(case.updated_at),
         "resolved_at": _iso(case.resolved_at),
@@ -96,6 +100,33 @@ def list_cases(
     if state:
         query = query.where(Case.state == state)
     return [case_summary(c) for c in session.execute(query).scalars()]
+
+
+def journal_view(row: JournalEntry) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "channel": row.channel,
+        "external_id": row.external_id,
+        "received_at": _iso(row.received_at),
+        "outcome": row.outcome,
+        "case": row.case_number,
+        "decided_by": row.decided_by,
+        "reason": row.reason,
+        "rules_version": row.rules_version,
+        "attempts": row.attempts,
+        "last_error": row.last_error,
+        "duplicates": row.duplicate_count,
+        "processed_at": _iso(row.processed_at),
+    }
+
+
+def list_journal(
+    session: Session, *, outcome: str | None = None, limit: int = 50, offset: int = 0
+) -> list[dict[str, Any]]:
+    query = select(JournalEntry).order_by(JournalEntry.id.desc()).limit(limit).offset(offset)
+    if outcome:
+        query = query.where(JournalEntry.outcome == outcome)
+    return [journal_view(row) for row in session.execute(query).scalars()]
 
 
 def find_case(session: Session, number: str) -> Case | None:

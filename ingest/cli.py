@@ -76,6 +76,18 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(handler=_cases_show)
 
+    journal = commands.add_parser("journal", help="look at received messages and their outcome")
+    journal_sub = journal.add_subparsers(title="journal commands", metavar="ACTION", required=True)
+    entries = journal_sub.add_parser("list", help="messages, newest first, with what decided them")
+    entries.add_argument(
+        "--outcome",
+        choices=["pending", "created", "appended", "duplicate", "skipped", "failed", "dead"],
+    )
+    entries.add_argument("--limit", type=int, default=50)
+    entries.add_argument("--offset", type=int, default=0)
+    entries.add_argument("--json", action="store_true", help="print JSON")
+    entries.set_defaults(handler=_journal_list)
+
     from ingest import rulescli
 
     rulescli.register(commands, _console())
@@ -154,6 +166,32 @@ def _cases_list(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _journal_list(config: Config, args: argparse.Namespace) -> int:
+    from ingest.caseviews import list_journal
+
+    store = _store(config)
+    with store.read() as session:
+        rows = list_journal(session, outcome=args.outcome, limit=args.limit, offset=args.offset)
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    table = Table(title=f"Journal ({len(rows)} shown)")
+    for column in ("Id", "Received", "Channel", "Outcome", "Case", "Decided by", "Reason"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(
+            str(row["id"]),
+            (row["received_at"] or "")[:19].replace("T", " "),
+            row["channel"],
+            row["outcome"],
+            row["case"] or "",
+            row["decided_by"] or "",
+            row["reason"] or row["last_error"] or "",
+        )
+    _console().print(table)
+    return 0
+
+
 def _cases_show(config: Config, args: argparse.Namespace) -> int:
     from ingest.caseviews import case_detail, find_case
 
@@ -203,6 +241,8 @@ def _print_case(detail: dict[str, Any]) -> None:
             or "-",
         ),
         ("Decided by", detail["decided_by"] or "-"),
+        ("Rules", detail["rules_version"] or "-"),
+        ("Category", detail["category"] or "-"),
         ("Created", detail["created_at"]),
     ]
     if detail["previous_case"]:

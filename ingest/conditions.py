@@ -520,7 +520,10 @@ class ConditionParser:
         except ValueError as exc:
             self.report(loc, str(exc))
             return Always()
-        key = (name, fold)
+        # A regular expression ignores case itself (re.IGNORECASE) and reads the
+        # value as written: casefolding first would turn "Straße" into "strasse",
+        # which the author's pattern no longer matches.
+        key = (name, fold and op != "matches")
         if op == "exists":
             test: Test = lambda f: predicate(f.get(key))  # noqa: E731
         elif ftype in ("texts",):
@@ -579,7 +582,14 @@ def _predicate(ftype: FieldType, op: str, operand: Any, fold: bool) -> Callable[
         if not isinstance(operand, list) or not operand:
             raise ValueError("in takes a non-empty list, e.g. [gold, platinum]")
         options = frozenset(norm(o, op) for o in operand)
-        return lambda v: v in options
+
+        def member(v: Any) -> bool:
+            try:
+                return v in options
+            except TypeError:  # a list or mapping (a JSON attribute) is no single value
+                return False
+
+        return member
     if op in ("contains", "starts_with", "ends_with"):
         words = tuple(
             _text(o, op, fold) for o in (operand if isinstance(operand, list) else [operand])

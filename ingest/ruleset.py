@@ -236,11 +236,9 @@ def _first(compiled: _Compiled, facts: Facts) -> Item | None:
 def load(rules_dir: Path, templates_dir: Path, settings: Settings) -> RuleBook:
     """Read and check every rule file; SourceError lists every problem found."""
     problems: list[Problem] = []
-    templates: Templates | None = None
-    try:
-        templates = Templates.load(templates_dir)
-    except SourceError as exc:
-        problems.extend(exc.problems)
+    # A broken template is reported, and the rules are still checked against
+    # the others: one report, not one error per run.
+    templates = Templates.load(templates_dir, problems)
     paths = sorted(rules_dir.glob("*.yaml")) + sorted(rules_dir.glob("*.yml"))
     digest = hashlib.sha256()
     record: list[Item] = []
@@ -278,7 +276,7 @@ def load(rules_dir: Path, templates_dir: Path, settings: Settings) -> RuleBook:
     for items in (record, routing):
         problems.extend(_duplicates(items))
         problems.extend(_unreachable(items))
-    if problems or templates is None:
+    if problems:
         raise SourceError(problems)
     digest.update(templates.digest.encode())
     return RuleBook(
@@ -297,7 +295,7 @@ class _FileLoader:
         self,
         doc: YamlDocument,
         settings: Settings,
-        templates: Templates | None,
+        templates: Templates,
         problems: list[Problem],
     ) -> None:
         self.doc = doc
@@ -413,9 +411,11 @@ class _FileLoader:
             for p in self.doc.problems_from(exc, loc):
                 self.problems.append(_named(p, rule))
             return None
-        if actions.queue is not None:
+        # A queue or template inherited from the set's defaults was checked
+        # there, once: it is not reported again at every item that inherits it.
+        if actions.queue is not None and "queue" in then:
             self._queue(actions.queue, (*loc, "queue"), rule)
-        if actions.auto_response is not None:
+        if actions.auto_response is not None and "auto_response" in then:
             self._template(actions.auto_response, (*loc, "auto_response"), rule)
         return actions
 
@@ -425,8 +425,8 @@ class _FileLoader:
             self.problem(loc, f"unknown queue {name!r} (queues in config: {known})", rule)
 
     def _template(self, name: str, loc: Loc, rule: str | None) -> None:
-        if self.templates is None:
-            return  # the templates' own problems are reported already
+        if name in self.templates.broken:
+            return  # the template's own problem is reported already
         if name not in self.templates:
             known = ", ".join(sorted(self.templates.templates)) or "none"
             self.problem(

@@ -111,10 +111,17 @@ def _unknown(names: Iterable[str], allowed: Iterable[str]) -> str | None:
 class Templates:
     """Every mail template in the templates directory, compiled."""
 
-    def __init__(self, directory: Path, templates: dict[str, MailTemplate], digest: str) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        templates: dict[str, MailTemplate],
+        digest: str,
+        broken: frozenset[str] = frozenset(),
+    ) -> None:
         self.directory = directory
         self.templates = templates
         self.digest = digest
+        self.broken = broken  # templates that exist but did not compile
 
     def __contains__(self, name: str) -> bool:
         return name in self.templates
@@ -127,8 +134,12 @@ class Templates:
         return _unknown(self.templates[name].names, allowed)
 
     @classmethod
-    def load(cls, directory: Path) -> Templates:
+    def load(cls, directory: Path, report: list[Problem] | None = None) -> Templates:
+        """Compile every template; SourceError lists the problems, unless `report`
+        is given: then they are added to it, and the templates that compiled are
+        returned (with the names of the others in `broken`)."""
         problems: list[Problem] = []
+        broken: set[str] = set()
         found: dict[str, MailTemplate] = {}
         digest = hashlib.sha256()
         if not directory.is_dir():
@@ -140,6 +151,7 @@ class Templates:
                 html = html_path.read_text(encoding="utf-8") if html_path.exists() else None
             except (OSError, UnicodeDecodeError) as exc:
                 problems.append(Problem(str(path), None, "", f"cannot read: {exc}"))
+                broken.add(path.stem)
                 continue
             digest.update(
                 path.name.encode() + b"\0" + text.encode() + b"\0" + (html or "").encode()
@@ -147,9 +159,13 @@ class Templates:
             template = _compile_mail(path, text, html, problems)
             if template is not None:
                 found[template.name] = template
+            else:
+                broken.add(path.stem)
         if problems:
-            raise SourceError(problems)
-        return cls(directory, found, digest.hexdigest())
+            if report is None:
+                raise SourceError(problems)
+            report.extend(problems)
+        return cls(directory, found, digest.hexdigest(), frozenset(broken))
 
 
 def _compile_mail(

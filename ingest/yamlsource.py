@@ -107,11 +107,17 @@ def _message(item: Any) -> str:
 
 def parse(text: str, path: str, env: dict[str, str] | None = None) -> YamlDocument:
     """Parse YAML text, interpolating ${VAR} and ${VAR:-default} in strings."""
+    node: yaml.Node | None = None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except ValueError as exc:  # PyYAML's timestamp constructor: an impossible date
-        raise SourceError([Problem(path, None, "", f"not valid YAML: {exc}")]) from exc
+        bad = _bad_timestamp(node, ()) if node is not None else None
+        if bad is None:
+            raise SourceError([Problem(path, None, "", f"not valid YAML: {exc}")]) from exc
+        where, at, value = bad
+        message = f"{value!r} reads as a date but is not one ({exc}); quote it if it is text"
+        raise SourceError([Problem(path, at, dotted(where), message)]) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -148,6 +154,30 @@ def _index(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> None:
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             _index(item, (*loc, i), lines)
+
+
+def _bad_timestamp(node: yaml.Node, loc: Loc) -> tuple[Loc, int, str] | None:
+    """Where an unquoted value that looks like a date is none (2026-02-30)."""
+    if isinstance(node, yaml.ScalarNode):
+        if node.tag != "tag:yaml.org,2002:timestamp":
+            return None
+        try:
+            yaml.constructor.SafeConstructor().construct_yaml_timestamp(node)
+        except ValueError:
+            return loc, node.start_mark.line + 1, str(node.value)
+        return None
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node.value, str) else str(key_node.value)
+            found = _bad_timestamp(key_node, loc) or _bad_timestamp(value_node, (*loc, key))
+            if found is not None:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found = _bad_timestamp(item, (*loc, i))
+            if found is not None:
+                return found
+    return None
 
 
 def _interpolate(value: Any, loc: Loc, doc: YamlDocument, env: Any, problems: list[Problem]) -> Any:

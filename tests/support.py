@@ -237,5 +237,8 @@ class Daemon:
     def cases(self) -> list[dict[str, Any]]:
         return list(json.loads(self.cli("cases", "list", "--json").stdout))
 
+    def cases_all(self) -> list[dict[str, Any]]:
+        return list(json.loads(self.cli("cases", "list", "--json", "--limit", "100000").stdout))
+
     def case(self, number: str) -> dict[str, Any]:
         return dict(json.loads(self.cli("cases", "show", number, "--json").stdout))
