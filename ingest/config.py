@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 
 from ingest import yamlsource
-from ingest.calendars import CalendarConfig
+from ingest.calendars import CalendarConfig, load_calendars
 from ingest.section import Section
 from ingest.yamlsource import Problem, SourceError
 
@@ -239,7 +239,7 @@ def load(path: Path, env: dict[str, str] | None = None) -> Config:
             section[loc[1]] = environ[variable]
             overridden[loc] = variable
     try:
-        return Config.model_validate({**doc.data, "source": doc.path})
+        config = Config.model_validate({**doc.data, "source": doc.path})
     except ValidationError as exc:
         problems = []
         for problem in doc.problems_from(exc):
@@ -251,3 +251,7 @@ def load(path: Path, env: dict[str, str] | None = None) -> Config:
                 problem = Problem(f"environment {override}", None, problem.field, problem.message)
             problems.append(problem)
         raise SourceError(problems) from exc
+    # Holiday files are read now, so that a broken one stops `ingestd config`
+    # and start-up with its file and line, not a traceback later.
+    load_calendars(dict(config.calendars), path.parent)
+    return config

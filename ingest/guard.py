@@ -13,7 +13,7 @@ from ingest.message import InboundMessage
 # Subjects of auto-replies from systems that send no RFC 3834 header.
 _AUTO_SUBJECT = re.compile(
     r"^\s*(out of (the )?office|automatic reply|auto[- ]?reply|autoreply|auto[- ]?response|"
-    r"abwesenheitsnotiz|automatische antwort|r[ée]ponse automatique|absence|"
+    r"abwesenheitsnotiz|automatische antwort|r[ée]ponse automatique|absence du bureau|"
     r"respuesta autom[áa]tica|fuera de la oficina|autosvar|automatisch antwoord|"
     r"afwezigheidsbericht|risposta automatica)\b",
     re.IGNORECASE,

@@ -11,6 +11,9 @@ from ingest.pipeline import Pipeline
 from ingest.store import Store, StoreUnavailable
 
 CHECK_TIMEOUT = 5.0
+# Parts whose failure needs a person but not a restart: a refused rules edit
+# leaves the previous rules running, and a restart would only lose them.
+ADVISORY = frozenset({"rules"})
 
 
 class Health:
@@ -53,7 +56,10 @@ class Health:
         for name, state in self.components.items():
             report[name] = state
             if not state.get("ok", True):
-                report["status"] = "degraded"
+                if name in ADVISORY:
+                    report.setdefault("warnings", []).append(name)
+                else:
+                    report["status"] = "degraded"
         return report
 
     def _probe(self) -> tuple[int, int]:

@@ -78,6 +78,8 @@ class Environment:
     zone: ZoneInfo
     calendars: Mapping[str, CalendarLike]
     default_queue: str
+    # Channels that can send an auto-response; the others' rows would wait forever.
+    reply_channels: frozenset[str] = frozenset({"email"})
 
 
 def decide(
@@ -139,6 +141,8 @@ def decide(
     if actions.auto_response is not None:
         decision.auto_response = actions.auto_response
         decision.auto_response_blocked = guard.never_answer(msg)
+        if msg.channel not in env.reply_channels:
+            decision.auto_response_blocked = f"no auto-responses on {msg.channel} yet"
     return decision
 
 

@@ -83,7 +83,7 @@ def _check(config: Config, args: argparse.Namespace) -> int:
     print(
         f"{rules_dir}: valid, version {book.version}: {len(book.files)} files, "
         f"{len(book.record_creation)} record-creation and {len(book.routing)} routing items, "
-        f"{len(book.templates.templates)} templates"
+        f"{len(book.templates.templates)} template(s)"
     )
     if not book.files:
         print(f"  note: no *.yaml files in {rules_dir}: every message follows rules_unmatched")
@@ -168,7 +168,11 @@ def _test(config: Config, args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"ingestd: cannot read {args.message}: {exc}", file=sys.stderr)
         return 2
-    now = datetime.fromisoformat(args.at) if args.at else datetime.now(UTC)
+    try:
+        now = datetime.fromisoformat(args.at) if args.at else datetime.now(UTC)
+    except ValueError:
+        print(f"ingestd: --at {args.at!r} is not an ISO time (2026-11-23T09:30)", file=sys.stderr)
+        return 2
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
     err = Console(stderr=True)

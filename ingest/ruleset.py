@@ -137,6 +137,7 @@ class Item:
     channels: frozenset[str] | None
     catch_all: bool
     description: str = ""
+    enabled: bool = True
     actions: RecordActions = field(default_factory=RecordActions)
     queue: str | None = None  # routing items
     expressions: dict[str, Expression] = field(default_factory=dict)
@@ -275,13 +276,13 @@ def load(rules_dir: Path, templates_dir: Path, settings: Settings) -> RuleBook:
         (record if kind == "record_creation" else routing).extend(items)
     for items in (record, routing):
         problems.extend(_duplicates(items))
-        problems.extend(_unreachable(items))
+        problems.extend(_unreachable([i for i in items if i.enabled]))
     if problems:
         raise SourceError(problems)
     digest.update(templates.digest.encode())
     return RuleBook(
-        record,
-        routing,
+        [i for i in record if i.enabled],
+        [i for i in routing if i.enabled],
         templates,
         settings,
         digest.hexdigest()[:12],
@@ -338,8 +339,10 @@ class _FileLoader:
                 for p in self.doc.problems_from(exc, loc):
                     self.problems.append(_named(p, name))
                 continue
-            if item.enabled:
-                items.append(self._item(kind, set_name, item, loc, channels, defaults))
+            # A disabled item is checked too: switching it on later must not fail.
+            compiled = self._item(kind, set_name, item, loc, channels, defaults)
+            compiled.enabled = item.enabled
+            items.append(compiled)
         return kind, set_name, items
 
     def _item(

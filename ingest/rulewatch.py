@@ -113,9 +113,13 @@ class RuleWatcher:
             "reload_failures": self.status.failures,
         }
         if self.status.problems:
-            out["error"] = "the last edit was not loaded: " + "; ".join(
-                str(p) for p in self.status.problems[:10]
+            what = (
+                "the rules could not be loaded at start; every message becomes a case"
+                " in the default queue until they are fixed"
+                if book.version == "fallback"
+                else "the last edit was not loaded; the rules in force stay"
             )
+            out["error"] = what + ": " + "; ".join(str(p) for p in self.status.problems[:10])
         return out
 
     def _failed(self, exc: SourceError) -> None:

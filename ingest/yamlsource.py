@@ -124,9 +124,14 @@ def parse(text: str, path: str, env: dict[str, str] | None = None) -> YamlDocume
         problem = getattr(exc, "problem", None) or str(exc)
         raise SourceError([Problem(path, line, "", f"not valid YAML: {problem}")]) from exc
     doc = YamlDocument(path=path, data=data)
-    if node is not None:
-        _index(node, (), doc.lines)
     problems: list[Problem] = []
+    if node is not None:
+        duplicates: list[tuple[Loc, int]] = []
+        _index(node, (), doc.lines, duplicates)
+        for where, line in duplicates:
+            problems.append(
+                Problem(path, line, dotted(where), "this key appears twice here; one would be lost")
+            )
     doc.data = _interpolate(doc.data, (), doc, os.environ if env is None else env, problems)
     if problems:
         raise SourceError(problems)
@@ -143,17 +148,24 @@ def load(path: Path, env: dict[str, str] | None = None) -> YamlDocument:
     return parse(text, str(path), env)
 
 
-def _index(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> None:
+def _index(
+    node: yaml.Node, loc: Loc, lines: dict[Loc, int], duplicates: list[tuple[Loc, int]]
+) -> None:
     lines.setdefault(loc, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
         for key_node, value_node in node.value:
             key = key_node.value
             if isinstance(key, str):
+                if key in seen:
+                    # PyYAML keeps the last value silently: a lost condition.
+                    duplicates.append(((*loc, key), key_node.start_mark.line + 1))
+                seen.add(key)
                 lines[(*loc, key)] = key_node.start_mark.line + 1
-                _index(value_node, (*loc, key), lines)
+                _index(value_node, (*loc, key), lines, duplicates)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _index(item, (*loc, i), lines)
+            _index(item, (*loc, i), lines, duplicates)
 
 
 def _bad_timestamp(node: yaml.Node, loc: Loc) -> tuple[Loc, int, str] | None:

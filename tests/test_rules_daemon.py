@@ -527,7 +527,8 @@ def test_hot_reload_under_incoming_mail(tmp_path: Path, database: Database) -> N
         daemon.wait_settled()
         health = daemon.health()
         assert health["rules"]["version"] == v2
-        assert health["status"] == "degraded"
+        # Advisory: the daemon works on, so a health check must not restart it.
+        assert (health["status"], health["warnings"]) == ("ok", ["rules"])
         assert "create_kase: unknown field" in health["rules"]["error"]
         assert "10-record.yaml:7: rule 'Everything (v3)'" in health["rules"]["error"]
         metrics = daemon.http_get("/metrics")[1].decode()
