@@ -9,7 +9,7 @@ list; the first item whose conditions hold wins, as in Dynamics 365.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from ingest.conditions import ConditionParser, Facts, Node, Scope
+from ingest.conditions import ConditionParser, Facts, Node, Scope, compile_first_match
 from ingest.section import Section
 from ingest.store.models import Priority
 from ingest.templating import Expression, Templates, compile_expression
@@ -214,21 +214,19 @@ class RuleBook:
         }
 
 
-_Compiled = dict[str, tuple[tuple[Any, Item], ...]]
+_Compiled = dict[str, Callable[[Facts], Item | None]]
 
 
 def _by_channel(items: Sequence[Item]) -> _Compiled:
     return {
-        channel: tuple((i.when.test, i) for i in items if i.applies_to(channel))
+        channel: compile_first_match([(i.when, i) for i in items if i.applies_to(channel)])
         for channel in CHANNELS
     }
 
 
 def _first(compiled: _Compiled, facts: Facts) -> Item | None:
-    for test, item in compiled.get(facts.msg.channel, ()):
-        if test(facts):
-            return item
-    return None
+    match = compiled.get(facts.msg.channel)
+    return match(facts) if match is not None else None
 
 
 # -- loading ---------------------------------------------------------------------
