@@ -763,17 +763,23 @@ def _inline(ftype: FieldType, op: str, operand: Any, fold: bool) -> Inline | Non
         return None
     if op == "contains":
         words = [_text(o, op, fold) for o in (operand if isinstance(operand, list) else [operand])]
-        if len(words) != 1:
+        # `v or ''` stands for a missing value, which holds no text: only right
+        # when the operand cannot match "" (else the closure decides, as explain does).
+        if len(words) != 1 or not words[0]:
             return None
         return lambda v, bind: f"({bind(words[0])} in ({v} or ''))"
     if op in ("starts_with", "ends_with"):
         prefixes = tuple(
             _text(o, op, fold) for o in (operand if isinstance(operand, list) else [operand])
         )
+        if "" in prefixes:
+            return None
         method = "startswith" if op == "starts_with" else "endswith"
         return lambda v, bind: f"({v} or '').{method}({bind(prefixes)})"
     if op == "matches":
         search = re.compile(operand, re.IGNORECASE if fold else 0).search
+        if search("") is not None:
+            return None
         return lambda v, bind: f"({bind(search)}({v} or '') is not None)"
     return None
 

@@ -10,7 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -24,7 +24,15 @@ from channels import mime
 from ingest import config as config_module
 from ingest import guard, intake, ruleset
 from ingest.calendars import Calendar, CalendarConfig
-from ingest.conditions import FIELDS, CalendarLike, ConditionParser, Facts, Node, Scope
+from ingest.conditions import (
+    FIELDS,
+    CalendarLike,
+    ConditionParser,
+    Facts,
+    Node,
+    Scope,
+    compile_first_match,
+)
 from ingest.config import Config, DatabaseConfig
 from ingest.message import InboundAttachment, InboundMessage
 from ingest.ruleset import RuleBook, Settings
@@ -375,13 +383,55 @@ OPERATOR_CASES: list[tuple[dict[str, Any] | None, bool]] = [
 ]
 
 
+def verdicts(node: Node, make: Callable[[], Facts]) -> tuple[bool, bool, bool]:
+    """The condition as the daemon runs it (code generated for a rule list), as its
+    closure, and as explain() tells it (`rules test`): the three must agree."""
+    generated = compile_first_match([(node, "hit")])(make()) == "hit"
+    return generated, node.test(make()), node.explain(make()) is None
+
+
 @pytest.mark.parametrize(("when", "expected"), OPERATOR_CASES, ids=lambda v: repr(v)[:70])
 def test_operator(when: dict[str, Any] | None, expected: bool) -> None:
-    f = facts(rich(), contact=customer(), entitled=True)
     node = condition(when)
-    assert node.test(f) is expected
-    # explain() agrees with test(): None exactly when the condition holds
-    assert (node.explain(f) is None) is expected
+    assert verdicts(node, lambda: facts(rich(), contact=customer(), entitled=True)) == (
+        expected,
+        expected,
+        expected,
+    )
+
+
+MISSING_CASES: list[tuple[dict[str, Any], bool]] = [
+    # A missing value (no language, no display name, no such header, no customer)
+    # holds no text: not even an operand or a pattern that matches "".
+    ({"message.language": {"matches": "^(?!de)"}}, False),
+    ({"message.language": {"matches": "^$"}}, False),
+    ({"message.language": {"matches": "."}}, False),
+    ({"message.header.x-priority": {"matches": "^[^1]*$"}}, False),
+    ({"message.header.x-priority": {"starts_with": "1"}}, False),
+    ({"message.from_name": {"contains": ""}}, False),
+    ({"message.from_name": {"not_contains": ""}}, True),
+    ({"message.from_name": {"starts_with": ["", "x"]}}, False),
+    ({"message.from_name": {"ends_with": ""}}, False),
+    ({"message.language": {"equals": "de"}}, False),
+    ({"message.language": {"not_equals": "de"}}, True),
+    ({"message.language": {"in": ["de", "en"]}}, False),
+    ({"message.language": {"not_in": ["de", "en"]}}, True),
+    ({"message.language": {"contains": "d"}}, False),
+    ({"message.language": {"not_contains": "d"}}, True),
+    ({"message.language": {"exists": False}}, True),
+    ({"customer.tier": {"in": ["gold"]}}, False),
+    ({"customer.tier": {"not_equals": "gold"}}, True),
+    ({"customer.attribute.plan": {"matches": ".*"}}, False),
+    ({"message.to": {"matches": ".*"}}, False),  # no recipients at all
+    ({"message.to": {"not_equals": "x@example.com"}}, True),
+]
+
+
+@pytest.mark.parametrize(("when", "expected"), MISSING_CASES, ids=lambda v: repr(v)[:70])
+def test_operator_on_a_missing_value(when: dict[str, Any], expected: bool) -> None:
+    node = condition(when)
+    bare = message(sender_name=None, language=None, headers={}, recipients=[])
+    assert verdicts(node, lambda: facts(bare)) == (expected, expected, expected)
 
 
 def test_every_field_is_exercised() -> None:
