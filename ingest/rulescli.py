@@ -130,20 +130,24 @@ def read_message(path: Path) -> InboundMessage:
 def _read_session(config: Config, console: Console) -> Iterator[tuple[Session, str]]:
     """A read session on the real store, or on an empty one when it cannot be read."""
     from ingest.store import Store, StoreUnavailable
+    from ingest.store.migrate import current
 
     store = Store(config.database)
     try:
-        with store.read() as session:
-            from ingest.store.migrate import current
-
-            if current(store.read_engine) is None:
-                raise StoreUnavailable("the database has no schema yet (ingestd migrate)")
-            yield session, "the store"
-            return
+        # Probe first: an error raised later, inside the caller's block, must
+        # not be taken for an unreadable store.
+        if current(store.read_engine) is None:
+            raise StoreUnavailable("the database has no schema yet (ingestd migrate)")
     except (StoreUnavailable, SQLAlchemyError) as exc:
         console.print(f"note: customers and cases unknown ({exc}); using an empty store")
-    finally:
         store.dispose()
+    else:
+        try:
+            with store.read() as session:
+                yield session, "the store"
+        finally:
+            store.dispose()
+        return
     with tempfile.TemporaryDirectory(prefix="ingestd-rules-test-") as tmp:
         empty = Store(DatabaseConfig(url=f"sqlite:///{tmp}/empty.db"))
         empty.migrate()
