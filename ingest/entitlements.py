@@ -14,18 +14,6 @@ from ingest.store.models import (
 )
 
 
-def effective_state(entitlement: Entitlement, today: date) -> EntitlementState:
-    """Active entitlements wait for their start date and expire after their end date."""
-    stored = EntitlementState(entitlement.state)
-    if stored is not EntitlementState.ACTIVE:
-        return stored
-    if today < entitlement.start_date:
-        return EntitlementState.WAITING
-    if today > entitlement.end_date:
-        return EntitlementState.EXPIRED
-    return EntitlementState.ACTIVE
-
-
 def remaining_for(entitlement: Entitlement, channel: str) -> int | None:
     """Terms left for a case on this channel; None when unlimited."""
     if entitlement.channels:

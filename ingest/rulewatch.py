@@ -36,7 +36,16 @@ def settings_for(config: Config) -> Settings:
 
 def load_book(config: Config, rules_dir: Path | None = None) -> RuleBook:
     """Load and validate the configured rules; SourceError with every problem."""
-    return ruleset.load(rules_dir or config.rules_dir, config.templates_dir, settings_for(config))
+    directory = rules_dir or config.rules_dir
+    try:
+        return ruleset.load(directory, config.templates_dir, settings_for(config))
+    except SourceError:
+        raise
+    except Exception as exc:  # e.g. RecursionError on absurdly nested YAML
+        # Whatever the files do to the loader, it is a refused edit, never a
+        # daemon that cannot start.
+        problem = Problem(str(directory), None, "", f"the rules could not be loaded: {exc!r}")
+        raise SourceError([problem]) from exc
 
 
 def fallback_book(config: Config) -> RuleBook:
@@ -69,10 +78,10 @@ class RuleWatcher:
         self.status = ReloadStatus()
         self._loaded: Snapshot = self._snapshot()
         self._seen: Snapshot = self._loaded
+        self.current = fallback_book(config)
         try:
             self.current = load_book(config)
         except SourceError as exc:
-            self.current = fallback_book(config)
             self._failed(exc)
         else:
             log.info("rules loaded", extra=self.current.summary())
@@ -129,7 +138,7 @@ class RuleWatcher:
         log.error(
             "rules not loaded: the rules in force stay",
             extra={
-                "version_in_force": self.current.version if hasattr(self, "current") else None,
+                "version_in_force": self.current.version,
                 "problems": [p.as_dict() for p in exc.problems],
                 "report": str(exc),
             },

@@ -2652,3 +2652,21 @@ def test_rules_test_writes_nothing(cli: CliRuns) -> None:
     assert cli.rows_after == cli.rows_before
     for name in ("test_eml", "test_sms"):
         assert "using an empty store" not in cli.runs[name].stderr
+
+
+def test_a_loader_crash_is_a_refused_edit_not_a_dead_daemon(tmp_path: Path) -> None:
+    from ingest.config import Config
+    from ingest.rulewatch import RuleWatcher
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    # Deep enough to exhaust Python's recursion in the YAML composer.
+    (rules / "deep.yaml").write_text("kind: record_creation\nitems: " + "[" * 20000 + "]" * 20000)
+    config = Config.model_validate(
+        {"rules_dir": str(rules), "templates_dir": str(tmp_path / "templates")}
+    )
+    watcher = RuleWatcher(config)
+    assert watcher.current.version == "fallback"
+    assert watcher.status.ok is False
+    assert watcher.status.problems is not None
+    assert "the rules could not be loaded: RecursionError" in str(watcher.status.problems[0])
