@@ -7,6 +7,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= config/ingestd.yaml
+# Most tests wait on sockets and subprocesses, so three workers pay off on two cores.
+PYTEST_WORKERS ?= 3
 
 .PHONY: all install run migrate test lint typecheck pytest services clean lock
 
@@ -39,7 +41,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP) services
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS)
 
 test: lint typecheck pytest
 

@@ -391,3 +391,29 @@ class Sequence(Base):
 
     name: Mapped[str] = mapped_column(String(50), primary_key=True)
     next_value: Mapped[int] = mapped_column(BigInteger)
+
+
+class ChannelCursor(Base):
+    """How far a polled source has been read: an IMAP UID, a Telegram offset, an X since_id.
+
+    Written only after the messages up to it are journaled, so a crash in
+    between re-reads a few messages (the journal's unique key drops them)
+    rather than skipping any.
+    """
+
+    __tablename__ = "channel_cursors"
+
+    name: Mapped[str] = mapped_column(String(300), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Lease(Base):
+    """A named, expiring claim: one daemon at a time polls a mailbox, a bot or an account."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(300), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
