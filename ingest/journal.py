@@ -32,6 +32,9 @@ class Delivery:
     external_id: str
     raw: bytes
     meta: dict[str, Any] = field(default_factory=dict)
+    # Set for a message kept only as a record (e.g. too large to fetch): the
+    # row is written as a dead letter carrying this error, never processed.
+    quarantine: str | None = None
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,8 @@ class Journal:
                 meta=delivery.meta,
                 received_at=now,
                 next_attempt_at=now,
-                outcome=Outcome.PENDING.value,
+                outcome=Outcome.DEAD.value if delivery.quarantine else Outcome.PENDING.value,
+                last_error=delivery.quarantine,
                 attempts=0,
                 duplicate_count=0,
             )
