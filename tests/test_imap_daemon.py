@@ -214,7 +214,8 @@ def test_idle_and_polling_mailboxes_side_by_side(
     mailboxes = report["imap"]["mailboxes"]
     assert mailboxes["idling"]["idle"] is True
     assert mailboxes["polling"]["state"] == "polling"
-    assert mailboxes["idling"]["ok"] and mailboxes["polling"]["ok"]
+    assert mailboxes["idling"]["ok"]
+    assert mailboxes["polling"]["ok"]
     assert mailboxes["idling"]["connected"] is True
     assert mailboxes["idling"]["last_poll"] is not None
     assert report["status"] == "ok"
