@@ -56,9 +56,12 @@ class MailboxStatus:
 
     def report(self, now: datetime, degraded_after: float, held: bool) -> dict[str, Any]:
         failing_for = (now - self.failing_since).total_seconds() if self.failing_since else 0.0
-        ok = not self.auth_failed and not (self.failing_since and failing_for >= degraded_after)
+        failing = self.auth_failed or (
+            self.failing_since is not None and failing_for >= degraded_after
+        )
         return {
-            "ok": ok,
+            # Another daemon holds the lease: this one has nothing to answer for.
+            "ok": not failing or not held,
             "state": self.state if held else "standby",
             "connected": self.connected,
             "idle": self.idle_supported,

@@ -67,7 +67,7 @@ def register(commands: Any) -> None:
 
 def _import(config: Config, args: argparse.Namespace) -> int:
     from channels import mime
-    from ingest import cases
+    from ingest import cases, logs
     from ingest.clock import SystemClock
     from ingest.pollsink import DirectSink
     from ingest.store import Store
@@ -88,6 +88,7 @@ def _import(config: Config, args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return EXIT_USAGE
+    logs.configure("WARNING", "text")  # problems on stderr, above the progress bars
     clock = SystemClock()
     store = Store(config.database)
     store.migrate()

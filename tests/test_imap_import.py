@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from sqlalchemy import func, select
 
 from ingest import failpoints
@@ -28,7 +29,12 @@ def workdir(tmp_path: Path, database: Database, mailboxes: list[dict[str, Any]])
     """A configuration (never started) with the starter rules, which acknowledge every case."""
     shutil.copytree(REPO / "rules", tmp_path / "rules")
     shutil.copytree(REPO / "templates", tmp_path / "templates")
-    return Daemon(tmp_path, database, {"imap": {"mailboxes": mailboxes}})
+    shipped = yaml.safe_load((REPO / "config" / "ingestd.yaml").read_text())
+    return Daemon(
+        tmp_path,
+        database,
+        {"imap": {"mailboxes": mailboxes}, "queues": shipped["queues"]},
+    )
 
 
 def run_import(
@@ -90,7 +96,7 @@ def test_mailbox_import_is_interrupted_resumed_and_never_doubles(
     assert summary["processed"] == 250
     after = counts(database)
     assert (after["journal"], after["created"], after["cases"]) == (250, 250, 250)
-    assert after["outbox"] == 0  # history gets no acknowledgements
+    assert after["outbox"] == 0  # history gets no acknowledgements (the rules ask for them)
     assert dovecot.messages() == before  # an import leaves the mailbox as it was
 
     again = json.loads(run_import(config, "support", "--json").stdout)
