@@ -4,8 +4,9 @@ Each mailbox runs under its store lease (`imap:<name>`), so of several daemons
 sharing a database one reads it at a time. While the lease is held, a
 dedicated thread connects, reads the folder (`FolderSync`), then waits with
 IDLE (or sleeps `poll_interval` without it) and reads again. A failure closes
-the connection and retries with backoff; a refused login waits much longer,
-since retrying a wrong password only gets an account locked. A mailbox never
+the connection and retries with backoff; a refused login (or a TLS setup that
+cannot work) waits much longer, since retrying a wrong password only gets an
+account locked. A mailbox never
 blocks another: each has its own thread and socket timeouts, and messages go
 to the journal through the loop's group commit (`LoopSink`).
 """
@@ -22,7 +23,12 @@ from datetime import datetime
 from typing import Any
 
 from channels import mime
-from channels.imapconn import NETWORK_ERRORS, AuthenticationFailed, ImapConnection
+from channels.imapconn import (
+    NETWORK_ERRORS,
+    AuthenticationFailed,
+    ImapConnection,
+    SetupFailed,
+)
 from channels.imapsync import FolderSync, JournalRefused, SyncOptions, Tally, cursor_name
 from ingest.clock import Clock
 from ingest.config import ImapConfig, ImapMailboxConfig
@@ -35,7 +41,7 @@ from ingest.store import Store, StoreUnavailable
 log = logging.getLogger(__name__)
 
 FIRST_BACKOFF = 1.0
-AUTH_BACKOFF = 300.0  # first wait after a refused login …
+AUTH_BACKOFF = 300.0  # first wait after a refused login or TLS setup …
 AUTH_MAX_BACKOFF = 3600.0  # … doubled up to this
 STOP_GRACE = 10.0  # seconds a stopping mailbox may take to finish its batch
 
@@ -51,12 +57,12 @@ class MailboxStatus:
     last_poll: datetime | None = None
     last_error: str | None = None
     failing_since: datetime | None = None
-    auth_failed: bool = False
+    needs_attention: bool = False  # a refused login or TLS setup: no point waiting
     totals: dict[str, int] = field(default_factory=dict)
 
     def report(self, now: datetime, degraded_after: float, held: bool) -> dict[str, Any]:
         failing_for = (now - self.failing_since).total_seconds() if self.failing_since else 0.0
-        failing = self.auth_failed or (
+        failing = self.needs_attention or (
             self.failing_since is not None and failing_for >= degraded_after
         )
         return {
@@ -173,8 +179,9 @@ class Mailbox:
                         self.status.state = "polling"
                         if stop.wait(cfg.poll_interval):
                             break
-            except AuthenticationFailed as exc:
-                self._failed("auth", str(exc), auth=True)
+            except SetupFailed as exc:
+                kind = "auth" if isinstance(exc, AuthenticationFailed) else "tls"
+                self._failed(kind, str(exc), setup=True)
                 self._pause(stop, auth_delay)
                 auth_delay = min(auth_delay * 2, AUTH_MAX_BACKOFF)
                 continue
@@ -205,7 +212,7 @@ class Mailbox:
         status.last_poll = self.clock.now()
         status.last_error = None
         status.failing_since = None
-        status.auth_failed = False
+        status.needs_attention = False
         self.metrics.imap_fetched.labels(name).inc(tally.fetched)
         self.metrics.imap_acknowledged.labels(name).inc(tally.acknowledged)
         self.metrics.imap_oversize.labels(name).inc(tally.oversize)
@@ -216,15 +223,15 @@ class Mailbox:
         if tally.done:
             log.info("imap mailbox read", extra={**self._fields, **tally.as_dict()})
 
-    def _failed(self, kind: str, error: str, auth: bool = False) -> None:
+    def _failed(self, kind: str, error: str, setup: bool = False) -> None:
         status = self.status
         status.state = "retrying"
         status.last_error = error
-        status.auth_failed = auth
+        status.needs_attention = setup
         if status.failing_since is None:
             status.failing_since = self.clock.now()
         self.metrics.imap_errors.labels(self.config.name, kind).inc()
-        level = logging.ERROR if auth else logging.WARNING
+        level = logging.ERROR if setup else logging.WARNING
         log.log(level, "imap mailbox error", extra={**self._fields, "kind": kind, "error": error})
 
     @staticmethod

@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from imapclient import IMAPClient
-from imapclient.exceptions import IMAPClientError, LoginError
+from imapclient.exceptions import CapabilityError, IMAPClientError, LoginError
 from imapclient.tls import create_default_context
 
 from ingest.config import ImapMailboxConfig
@@ -40,8 +40,16 @@ STOP_CHECK_SECONDS = 0.5
 NETWORK_ERRORS: tuple[type[BaseException], ...] = (OSError, IMAPClientError, ssl.SSLError)
 
 
-class AuthenticationFailed(Exception):
-    """The server refused the username or password: a person must fix the config."""
+class SetupFailed(Exception):
+    """Retrying soon will not help: a person must fix the configuration or the server."""
+
+
+class AuthenticationFailed(SetupFailed):
+    """The server refused the username or password."""
+
+
+class TlsFailed(SetupFailed):
+    """The server's certificate is not trusted, or it does not offer STARTTLS."""
 
 
 @dataclass(frozen=True)
@@ -74,19 +82,29 @@ class ImapConnection:
     def open(self) -> None:
         cfg = self.config
         context = _tls_context(cfg) if cfg.security != "none" else None
-        client = IMAPClient(
-            cfg.host,
-            port=cfg.server_port,
-            ssl=cfg.security == "tls",
-            ssl_context=context,
-            timeout=cfg.timeout,
-        )
+        try:
+            client = IMAPClient(
+                cfg.host,
+                port=cfg.server_port,
+                ssl=cfg.security == "tls",
+                ssl_context=context,
+                timeout=cfg.timeout,
+            )
+        except ssl.SSLCertVerificationError as exc:
+            raise TlsFailed(f"the certificate of {cfg.host} is not trusted: {exc}") from None
         with self._lock:
             self.client = client
         client.normalise_times = False  # INTERNALDATE stays timezone-aware
         if cfg.security == "starttls":
-            # imapclient refuses with CapabilityError when the server does not offer it.
-            client.starttls(context)
+            try:
+                client.starttls(context)
+            except CapabilityError:
+                raise TlsFailed(
+                    f"{cfg.host}:{cfg.server_port} does not offer STARTTLS: use security tls "
+                    "on port 993, or ask for STARTTLS to be enabled"
+                ) from None
+            except ssl.SSLCertVerificationError as exc:
+                raise TlsFailed(f"the certificate of {cfg.host} is not trusted: {exc}") from None
         try:
             client.login(cfg.username, cfg.password.get_secret_value())
         except LoginError as exc:

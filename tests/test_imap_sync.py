@@ -6,7 +6,6 @@ pin down the decisions one by one, quickly.
 
 from __future__ import annotations
 
-import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from channels import mime
-from channels.imapconn import NETWORK_ERRORS, AuthenticationFailed, ImapConnection
+from channels.imapconn import NETWORK_ERRORS, AuthenticationFailed, ImapConnection, TlsFailed
 from channels.imapsync import FolderSync, SyncOptions, Tally, cursor_name
 from ingest.clock import SystemClock
 from ingest.config import Config, DatabaseConfig, ImapMailboxConfig
@@ -231,8 +230,16 @@ def test_tls_and_starttls_verify_the_server_certificate(
     untrusted = ImapMailboxConfig.model_validate(
         dovecot_tls.mailbox(security="tls", port=dovecot_tls.tls_port)
     )
-    with pytest.raises(ssl.SSLCertVerificationError):
+    with pytest.raises(TlsFailed, match=r"certificate of 127\.0\.0\.1 is not trusted"):
         ImapConnection(untrusted).open()
+
+
+def test_starttls_is_never_silently_skipped(dovecot: Dovecot) -> None:
+    plain_only = ImapMailboxConfig.model_validate(dovecot.mailbox(security="starttls"))
+    conn = ImapConnection(plain_only)
+    with pytest.raises(TlsFailed, match="does not offer STARTTLS"):
+        conn.open()
+    conn.close()
 
 
 # -- configuration ------------------------------------------------------------
