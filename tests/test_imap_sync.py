@@ -201,29 +201,19 @@ def test_idle_wakes_on_new_mail_and_notices_a_closed_connection(
     fresh.close()
 
 
-@pytest.fixture
-def tls_store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(DatabaseConfig(url=f"sqlite:///{tmp_path / 'tls.db'}"))
-    store.migrate()
-    yield store
-    store.dispose()
-
-
-def test_tls_and_starttls_verify_the_server_certificate(
-    dovecot_tls: Dovecot, tls_store: Store
-) -> None:
+def test_tls_and_starttls_verify_the_server_certificate(dovecot_tls: Dovecot, store: Store) -> None:
     assert dovecot_tls.ca_file is not None
     dovecot_tls.append(email("over TLS"))
     tls = Reader(
         dovecot_tls,
-        tls_store,
+        store,
         security="tls",
         port=dovecot_tls.tls_port,
         ca_file=str(dovecot_tls.ca_file),
     )
     assert tls.run().new == 1
     tls.close()
-    starttls = Reader(dovecot_tls, tls_store, security="starttls", ca_file=str(dovecot_tls.ca_file))
+    starttls = Reader(dovecot_tls, store, security="starttls", ca_file=str(dovecot_tls.ca_file))
     assert starttls.conn.client is not None
     assert starttls.conn.client._starttls_done
     starttls.close()
