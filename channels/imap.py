@@ -43,7 +43,14 @@ log = logging.getLogger(__name__)
 FIRST_BACKOFF = 1.0
 AUTH_BACKOFF = 300.0  # first wait after a refused login or TLS setup …
 AUTH_MAX_BACKOFF = 3600.0  # … doubled up to this
-STOP_GRACE = 10.0  # seconds a stopping mailbox may take to finish its batch
+STOP_GRACE = 10.0
+COUNTED = (
+    "fetched",
+    "new",
+    "duplicates",
+    "oversize",
+    "acknowledged",
+)  # seconds a stopping mailbox may take to finish its batch
 
 
 @dataclass
@@ -102,6 +109,8 @@ class Mailbox:
         )
         self._fields = {"channel": mime.CHANNEL, "mailbox": config.name}
         self._conn: ImapConnection | None = None
+        self._tally: Tally | None = None
+        self._counts: dict[str, int] = {}
 
     async def _work(self) -> None:
         """The leased work: run the mailbox's thread until the lease is lost or we stop."""
@@ -163,7 +172,9 @@ class Mailbox:
                 if cfg.processed_folder:
                     conn.ensure_folder(cfg.processed_folder)
                 options = SyncOptions(cursor_name=cursor_name(cfg), scan=cfg.initial_scan)
-                sync = FolderSync(cfg, conn, sink, options, self.clock, stop=stop.is_set)
+                sync = FolderSync(
+                    cfg, conn, sink, options, self.clock, stop=stop.is_set, progress=self._counted
+                )
                 while not stop.is_set():
                     self.status.state = "reading"
                     tally = sync.run_pass()
@@ -172,6 +183,10 @@ class Mailbox:
                     auth_delay = AUTH_BACKOFF
                     if stop.is_set():
                         break
+                    if tally.candidates:
+                        # Mail that arrived during a read may have been announced in
+                        # the middle of it: look again before waiting.
+                        continue
                     if cfg.idle and conn.can_idle:
                         self.status.state = "idle"
                         conn.idle(cfg.idle_timeout, stop)
@@ -205,7 +220,6 @@ class Mailbox:
             delay = min(delay * 2, self.settings.max_backoff)
 
     def _passed(self, tally: Tally) -> None:
-        name = self.config.name
         status = self.status
         if status.failing_since is not None:
             log.info("imap mailbox recovered", extra=self._fields)
@@ -213,24 +227,32 @@ class Mailbox:
         status.last_error = None
         status.failing_since = None
         status.needs_attention = False
-        self.metrics.imap_fetched.labels(name).inc(tally.fetched)
-        self.metrics.imap_acknowledged.labels(name).inc(tally.acknowledged)
-        self.metrics.imap_oversize.labels(name).inc(tally.oversize)
-        self.metrics.accepted.labels(mime.CHANNEL, "new").inc(tally.new)
-        self.metrics.accepted.labels(mime.CHANNEL, "duplicate").inc(tally.duplicates)
-        for key in ("fetched", "new", "duplicates", "oversize", "acknowledged"):
-            status.totals[key] = status.totals.get(key, 0) + getattr(tally, key)
         if tally.done:
             log.info("imap mailbox read", extra={**self._fields, **tally.as_dict()})
 
+    def _counted(self, tally: Tally) -> None:
+        """After each batch: metrics and totals move now, not at the end of a long read."""
+        if tally is not self._tally:
+            self._tally, self._counts = tally, dict.fromkeys(COUNTED, 0)
+        name = self.config.name
+        delta = {key: getattr(tally, key) - self._counts[key] for key in COUNTED}
+        self._counts = {key: getattr(tally, key) for key in COUNTED}
+        self.metrics.imap_fetched.labels(name).inc(delta["fetched"])
+        self.metrics.imap_acknowledged.labels(name).inc(delta["acknowledged"])
+        self.metrics.imap_oversize.labels(name).inc(delta["oversize"])
+        self.metrics.accepted.labels(mime.CHANNEL, "new").inc(delta["new"])
+        self.metrics.accepted.labels(mime.CHANNEL, "duplicate").inc(delta["duplicates"])
+        for key, value in delta.items():
+            self.status.totals[key] = self.status.totals.get(key, 0) + value
+
     def _failed(self, kind: str, error: str, setup: bool = False) -> None:
+        self.metrics.imap_errors.labels(self.config.name, kind).inc()
         status = self.status
         status.state = "retrying"
         status.last_error = error
         status.needs_attention = setup
         if status.failing_since is None:
             status.failing_since = self.clock.now()
-        self.metrics.imap_errors.labels(self.config.name, kind).inc()
         level = logging.ERROR if setup else logging.WARNING
         log.log(level, "imap mailbox error", extra={**self._fields, "kind": kind, "error": error})
 

@@ -264,7 +264,11 @@ class ImapConnection:
         finally:
             if client.socket().fileno() >= 0:
                 with contextlib.suppress(*NETWORK_ERRORS):
-                    client.idle_done()
+                    # The server may report mail only now: Dovecot, for one, notices
+                    # mail delivered just before IDLE began at DONE (or at its next
+                    # mailbox_idle_check_interval), not at once.
+                    _, responses = client.idle_done()
+                    changed = changed or any(_worth_a_look(r) for r in responses)
         return changed
 
     def noop(self) -> None:

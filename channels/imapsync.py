@@ -78,6 +78,7 @@ class SyncOptions:
     scan: Literal["unseen", "all"] = "unseen"
     meta: dict[str, Any] = field(default_factory=dict)
     failpoint: str = "imap"
+    batch_size: int = BATCH_MESSAGES  # messages per journal commit (and acknowledgement)
 
 
 def cursor_name(mailbox: ImapMailboxConfig, prefix: str = "imap") -> str:
@@ -181,7 +182,9 @@ class FolderSync:
         for start in range(0, len(uids), INFO_CHUNK):
             chunk = uids[start : start + INFO_CHUNK]
             infos = self.conn.infos(chunk)
-            for batch in _batches(chunk, infos, self.mailbox.max_message_size):
+            for batch in _batches(
+                chunk, infos, self.mailbox.max_message_size, self.options.batch_size
+            ):
                 self._handle(batch, infos, tally, uidvalidity)
                 tally.done += len(batch)
                 if advance:
@@ -325,14 +328,16 @@ class FolderSync:
             self.progress(tally)
 
 
-def _batches(uids: list[int], infos: dict[int, MessageInfo], cap: int) -> Iterator[list[int]]:
+def _batches(
+    uids: list[int], infos: dict[int, MessageInfo], cap: int, most: int
+) -> Iterator[list[int]]:
     """Runs of UIDs bounded by count and by bytes to download."""
     batch: list[int] = []
     size = 0
     for uid in uids:
         info = infos.get(uid)
         weight = info.size if info is not None and info.size <= cap else 0
-        if batch and (len(batch) >= BATCH_MESSAGES or size + weight > BATCH_BYTES):
+        if batch and (len(batch) >= most or size + weight > BATCH_BYTES):
             yield batch
             batch, size = [], 0
         batch.append(uid)

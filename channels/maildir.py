@@ -60,12 +60,14 @@ class MaildirImport:
         sink: Sink,
         max_message_size: int,
         *,
+        batch_size: int = BATCH,
         stop: Callable[[], bool] = lambda: False,
         progress: Callable[[Tally], None] | None = None,
     ) -> None:
         self.root = root
         self.sink = sink
         self.cap = max_message_size
+        self.batch_size = batch_size
         self.stop = stop
         self.progress = progress
 
@@ -73,7 +75,7 @@ class MaildirImport:
         files = message_files(self.root)
         tally = Tally(candidates=len(files))
         self._report(tally)
-        for batch in _chunks(files, BATCH):
+        for batch in _chunks(files, self.batch_size):
             self._batch(batch, tally)
             tally.done += len(batch)
             self._report(tally)

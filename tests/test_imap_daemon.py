@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -79,6 +79,14 @@ def imap_daemon(
     return Daemon(workdir, database, {"imap": settings})
 
 
+def until(daemon: Daemon, predicate: Callable[[], Any], timeout: float = 20) -> None:
+    """wait_until, with the daemon's log in the failure."""
+    try:
+        wait_until(predicate, timeout=timeout)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; daemon log:\n{daemon.log()[-6000:]}") from None
+
+
 def mid(msg: EmailMessage) -> str:
     return str(msg["Message-ID"])
 
@@ -112,8 +120,8 @@ def test_killed_between_commit_and_acknowledgement_repeats_nothing_and_loses_not
         assert dovecot.messages("Processed") == {}
 
         daemon.start()
-        wait_until(lambda: len(dovecot.messages("Processed")) == 2, timeout=20)
-        wait_until(lambda: watch.settled_cases(2), timeout=20)
+        until(daemon, lambda: len(dovecot.messages("Processed")) == 2, timeout=20)
+        until(daemon, lambda: watch.settled_cases(2), timeout=20)
     finally:
         daemon.stop()
     assert dovecot.messages() == {}
@@ -138,7 +146,7 @@ def test_changed_uidvalidity_rescans_without_duplicates(
     daemon = imap_daemon(tmp_path, database, [dovecot.mailbox(folder="Support")])
     daemon.start()
     try:
-        wait_until(lambda: watch.settled_cases(2), timeout=20)
+        until(daemon, lambda: watch.settled_cases(2), timeout=20)
         before = dovecot.uidvalidity("Support")
         # The folder is deleted and re-created (a server migration, a restore):
         # same messages, flags partly lost, plus new mail, some already read.
@@ -150,8 +158,10 @@ def test_changed_uidvalidity_rescans_without_duplicates(
         dovecot.append(second, new_unread, folder="Support")
         dovecot.append(new_read, folder="Support", flags=(SEEN,))
         assert dovecot.uidvalidity("Support") != before
-        wait_until(lambda: watch.settled_cases(4), timeout=30)
-        wait_until(lambda: all(SEEN in f for f in dovecot.messages("Support").values()), timeout=20)
+        until(daemon, lambda: watch.settled_cases(4), timeout=30)
+        until(
+            daemon, lambda: all(SEEN in f for f in dovecot.messages("Support").values()), timeout=20
+        )
     finally:
         daemon.stop()
     rows = watch.journal()
@@ -169,7 +179,7 @@ def test_an_outage_longer_than_a_day_misses_nothing(
     daemon = imap_daemon(tmp_path, database, [dovecot.mailbox()])
     daemon.start()
     dovecot.append(email("Before the outage"))
-    wait_until(lambda: watch.settled_cases(1), timeout=20)
+    until(daemon, lambda: watch.settled_cases(1), timeout=20)
     daemon.stop()
 
     now = datetime.now(UTC)
@@ -182,7 +192,7 @@ def test_an_outage_longer_than_a_day_misses_nothing(
 
     daemon.start()
     try:
-        wait_until(lambda: watch.settled_cases(4), timeout=20)
+        until(daemon, lambda: watch.settled_cases(4), timeout=20)
     finally:
         daemon.stop()
     keys = {r.external_id for r in watch.journal()}
@@ -201,13 +211,15 @@ def test_idle_and_polling_mailboxes_side_by_side(
     daemon = imap_daemon(tmp_path, database, [idling, polling])
     daemon.start()
     try:
-        wait_until(lambda: watch.settled_cases(1), timeout=20)
-        wait_until(
-            lambda: daemon.health()["imap"]["mailboxes"]["idling"]["state"] == "idle", timeout=20
+        until(daemon, lambda: watch.settled_cases(1), timeout=20)
+        until(
+            daemon,
+            lambda: daemon.health()["imap"]["mailboxes"]["idling"]["state"] == "idle",
+            timeout=20,
         )
         dovecot.append(email("Arrives during IDLE"))
         dovecot.append(email("Arrives between polls"), folder="Polled")
-        wait_until(lambda: watch.settled_cases(3), timeout=20)
+        until(daemon, lambda: watch.settled_cases(3), timeout=20)
         report = daemon.health()
     finally:
         daemon.stop()
@@ -231,9 +243,15 @@ def test_size_cap_leaves_big_mail_on_the_server_as_a_quarantine_record(
     daemon = imap_daemon(tmp_path, database, [dovecot.mailbox(max_message_size=2048)])
     daemon.start()
     try:
-        wait_until(lambda: watch.settled_cases(1) and len(watch.journal()) == 2, timeout=20)
+        until(daemon, lambda: watch.settled_cases(1) and len(watch.journal()) == 2, timeout=20)
         dovecot.append(email("Another one"))
-        wait_until(lambda: watch.settled_cases(2), timeout=20)
+        until(daemon, lambda: watch.settled_cases(2), timeout=20)
+        # The case may be committed a moment before the acknowledgement is counted.
+        until(
+            daemon,
+            lambda: metric(daemon, 'ingestd_imap_acknowledged_total{mailbox="support"}') == 2,
+            timeout=20,
+        )
         oversize = metric(daemon, 'ingestd_imap_oversize_total{mailbox="support"}')
         fetched = metric(daemon, 'ingestd_imap_fetched_total{mailbox="support"}')
         acknowledged = metric(daemon, 'ingestd_imap_acknowledged_total{mailbox="support"}')
@@ -266,14 +284,16 @@ def test_reconnects_after_the_server_restarts(
     daemon.start()
     try:
         dovecot.append(email("Before the restart"))
-        wait_until(lambda: watch.settled_cases(1), timeout=20)
+        until(daemon, lambda: watch.settled_cases(1), timeout=20)
         dovecot.stop()  # killed: the IDLE connection just drops
-        wait_until(
-            lambda: not daemon.health()["imap"]["mailboxes"]["support"]["connected"], timeout=20
+        until(
+            daemon,
+            lambda: not daemon.health()["imap"]["mailboxes"]["support"]["connected"],
+            timeout=20,
         )
         dovecot.start()
         dovecot.append(email("After the restart"))
-        wait_until(lambda: watch.settled_cases(2), timeout=30)
+        until(daemon, lambda: watch.settled_cases(2), timeout=30)
     finally:
         daemon.stop()
     events = [e for e in daemon.events() if e.get("mailbox") == "support"]
@@ -300,8 +320,8 @@ def test_a_hung_or_refusing_mailbox_does_not_block_a_healthy_one(
         daemon.start()
         try:
             dovecot.append(email("For the healthy mailbox"))
-            wait_until(lambda: watch.settled_cases(1), timeout=20)
-            wait_until(lambda: daemon.health()["http_status"] == 503, timeout=20)
+            until(daemon, lambda: watch.settled_cases(1), timeout=20)
+            until(daemon, lambda: daemon.health()["http_status"] == 503, timeout=20)
             report = daemon.health()
             auth_errors = metric(
                 daemon, 'ingestd_imap_errors_total{kind="auth",mailbox="wrong-password"}'
@@ -331,7 +351,7 @@ def test_two_daemons_on_one_database_read_each_message_once(
     try:
         for i in range(10):
             dovecot.append(email(f"Message {i}"))
-        wait_until(lambda: watch.settled_cases(10), timeout=30)
+        until(one, lambda: watch.settled_cases(10), timeout=30)
 
         def readers() -> list[Daemon]:
             return [
@@ -345,7 +365,7 @@ def test_two_daemons_on_one_database_read_each_message_once(
         holder.stop(signal.SIGKILL)
         for i in range(3):
             dovecot.append(email(f"After the takeover {i}"))
-        wait_until(lambda: watch.settled_cases(13), timeout=30)
+        until(standby, lambda: watch.settled_cases(13), timeout=30)
     finally:
         for d in (one, two):
             if d.process and d.process.poll() is None:

@@ -23,6 +23,7 @@ from tests.harness import email
 from tests.support import REPO, Daemon, Database
 
 SEEN = b"\\Seen"
+BATCH = ["--batch-size", "10"]  # a few messages make several batches
 
 
 def workdir(tmp_path: Path, database: Database, mailboxes: list[dict[str, Any]]) -> Daemon:
@@ -76,26 +77,26 @@ def test_mailbox_import_is_interrupted_resumed_and_never_doubles(
     tmp_path: Path, database: Database, dovecot: Dovecot
 ) -> None:
     with dovecot.client() as client:
-        for i in range(249):
+        for i in range(24):
             client.append("INBOX", email(f"History {i}").as_bytes(), flags=[SEEN])
         client.append("INBOX", email("Never opened").as_bytes())
     before = dovecot.messages()
     config = workdir(tmp_path, database, [dovecot.mailbox()])
 
-    killed = run_import(config, "support", "--json", failpoint="import.after_commit:2")
+    killed = run_import(config, "support", *BATCH, failpoint="import.after_commit:2")
     assert killed.returncode == failpoints.EXIT_CODE, killed.stderr
-    assert counts(database)["journal"] == 200  # two batches committed before the crash
+    assert counts(database)["journal"] == 20  # two batches committed before the crash
 
-    resumed = run_import(config, "support", "--json")
+    resumed = run_import(config, "support", "--json", *BATCH)
     assert resumed.returncode == 0, resumed.stderr
     summary = json.loads(resumed.stdout)
     # The position was saved after batch 1; batch 2 was committed but its position
     # was not: it is recognised by Message-ID and not downloaded again.
-    assert (summary["candidates"], summary["new"], summary["duplicates"]) == (150, 50, 100)
-    assert (summary["fetched"], summary["errors"]) == (50, 0)
-    assert summary["processed"] == 250
+    assert (summary["candidates"], summary["new"], summary["duplicates"]) == (15, 5, 10)
+    assert (summary["fetched"], summary["errors"]) == (5, 0)
+    assert summary["processed"] == 25
     after = counts(database)
-    assert (after["journal"], after["created"], after["cases"]) == (250, 250, 250)
+    assert (after["journal"], after["created"], after["cases"]) == (25, 25, 25)
     assert after["outbox"] == 0  # history gets no acknowledgements (the rules ask for them)
     assert dovecot.messages() == before  # an import leaves the mailbox as it was
 
@@ -103,9 +104,9 @@ def test_mailbox_import_is_interrupted_resumed_and_never_doubles(
     assert (again["candidates"], again["new"], again["processed"]) == (0, 0, 0)
 
     restarted = json.loads(run_import(config, "support", "--restart", "--json").stdout)
-    assert (restarted["candidates"], restarted["new"], restarted["duplicates"]) == (250, 0, 250)
+    assert (restarted["candidates"], restarted["new"], restarted["duplicates"]) == (25, 0, 25)
     assert restarted["fetched"] == 0  # known by Message-ID: not even downloaded
-    assert counts(database)["journal"] == 250
+    assert counts(database)["journal"] == 25
 
 
 @pytest.mark.parametrize("database", ["sqlite"], indirect=True)
@@ -114,31 +115,28 @@ def test_maildir_import_resumes_by_key_and_quarantines_oversize_files(
 ) -> None:
     folder = tmp_path / "Maildir"
     maildir = mailbox.Maildir(folder, create=True)
-    for i in range(248):
+    for i in range(23):
         maildir.add(email(f"Archived {i}").as_bytes())
     scan = email("A scan", body="x" * 6000).as_bytes()
     maildir.add(scan)
     maildir.add(b"From: bob@customer.example\r\nSubject: no id\r\n\r\nhello\r\n")
     config = workdir(tmp_path, database, [])
 
-    killed = run_import(
-        config, "--maildir", str(folder), "--max-size", "4096", failpoint="import.after_commit:1"
-    )
+    source = ["--maildir", str(folder), "--max-size", "4096", *BATCH]
+    killed = run_import(config, *source, failpoint="import.after_commit:1")
     assert killed.returncode == failpoints.EXIT_CODE, killed.stderr
-    assert counts(database)["journal"] == 200
+    assert counts(database)["journal"] == 10
 
-    resumed = run_import(
-        config, "--maildir", str(folder), "--max-size", "4096", "--no-process", "--json"
-    )
+    resumed = run_import(config, *source, "--no-process", "--json")
     assert resumed.returncode == 0, resumed.stderr
     summary = json.loads(resumed.stdout)
-    assert summary["candidates"] == 250
+    assert summary["candidates"] == 25
     assert summary["oversize"] == 1  # found again, recorded once
-    assert summary["new"] + summary["duplicates"] == 249
-    assert summary["duplicates"] >= 199  # the first run's batch is not written again
+    assert summary["new"] + summary["duplicates"] == 24
+    assert summary["duplicates"] >= 9  # the first run's batch is not written again
     assert "processed" not in summary
     after = counts(database)
-    assert (after["journal"], after["pending"], after["dead"]) == (250, 249, 1)
+    assert (after["journal"], after["pending"], after["dead"]) == (25, 24, 1)
 
     store = Store(DatabaseConfig(url=database.url))
     with store.read() as session:
@@ -151,11 +149,11 @@ def test_maildir_import_resumes_by_key_and_quarantines_oversize_files(
     assert str(folder) in dead.last_error
     assert b"xxxx" not in dead.raw
 
-    text = run_import(config, "--maildir", str(folder), "--max-size", "4096")
+    text = run_import(config, *source)
     assert text.returncode == 0, text.stderr
-    assert "new 0, duplicates 249, oversize 1, errors 0" in text.stdout
-    assert "processed 249 journal rows" in text.stdout
-    assert counts(database)["cases"] == 249
+    assert "new 0, duplicates 24, oversize 1, errors 0" in text.stdout
+    assert "processed 24 journal rows" in text.stdout
+    assert counts(database)["cases"] == 24
 
 
 @pytest.mark.parametrize("database", ["sqlite"], indirect=True)
@@ -170,9 +168,6 @@ def test_import_explains_what_it_cannot_do(
     assert unknown.returncode == 2
     assert "no mailbox named 'sales'" in unknown.stderr
     assert "configured: support" in unknown.stderr
-    not_a_maildir = run_import(config, "--maildir", str(tmp_path))
-    assert not_a_maildir.returncode == 2
-    assert "is not a Maildir" in not_a_maildir.stdout
     refused = run_import(config, "support")
     assert refused.returncode == 5
     assert "refused the login of 'support@example.test'" in refused.stdout

@@ -131,22 +131,20 @@ def test_mail_without_message_id_is_keyed_by_its_bytes_and_read_once(
 
 
 def test_batches_move_the_cursor_and_a_stop_resumes_where_it_was(
-    dovecot: Dovecot, store: Store
+    dovecot: Dovecot, reader: Reader
 ) -> None:
-    dovecot.append(*[email(f"message {i}") for i in range(230)])
-    r = Reader(dovecot, store)
-    try:
-        stop_after_first = r.sync(scan="all")
-        stop_after_first.stop = lambda: True
-        first = stop_after_first.run_pass()
-        assert (first.done, first.new) == (100, 100)
-        assert r.sink.cursor(cursor_name(r.config)) is not None
-        rest = r.run(scan="all")
-        assert (rest.candidates, rest.new, rest.duplicates) == (130, 130, 0)
-        assert len(r.journal_keys()) == 230
-        assert all(SEEN in f for f in dovecot.messages().values())
-    finally:
-        r.close()
+    dovecot.append(*[email(f"message {i}") for i in range(23)])
+    stop_after_first = reader.sync(scan="all", batch_size=10)
+    stop_after_first.stop = lambda: True
+    first = stop_after_first.run_pass()
+    assert (first.done, first.new) == (10, 10)
+    cursor = reader.sink.cursor(cursor_name(reader.config))
+    assert cursor is not None
+    assert cursor["uid"] == 10
+    rest = reader.run(scan="all", batch_size=10)
+    assert (rest.candidates, rest.new, rest.duplicates) == (13, 13, 0)
+    assert len(reader.journal_keys()) == 23
+    assert all(SEEN in f for f in dovecot.messages().values())
 
 
 def test_processed_folder_receives_mail_after_the_commit(dovecot: Dovecot, store: Store) -> None:
