@@ -239,8 +239,8 @@ class ImapConnection:
         """
         client = self._client()
         client.idle()
-        changed = False
-        deadline = time.monotonic() + seconds
+        changed = self._buffered_news(client)
+        deadline = time.monotonic() + (0 if changed else seconds)
         silent_wakeups = 0
         try:
             while not stop.is_set():
@@ -264,15 +264,37 @@ class ImapConnection:
         finally:
             if client.socket().fileno() >= 0:
                 with contextlib.suppress(*NETWORK_ERRORS):
-                    # The server may report mail only now: Dovecot, for one, notices
-                    # mail delivered just before IDLE began at DONE (or at its next
-                    # mailbox_idle_check_interval), not at once.
+                    # News that came in after the last idle_check arrives with DONE.
                     _, responses = client.idle_done()
                     changed = changed or any(_worth_a_look(r) for r in responses)
         return changed
 
-    def noop(self) -> None:
-        self._client().noop()
+    def _buffered_news(self, client: IMAPClient) -> bool:
+        """Whether the server already announced something that imaplib has buffered.
+
+        Servers may send `* 1 EXISTS` in the same packet as `+ idling` (Dovecot does
+        for mail that arrived since the last command). imaplib reads both into its
+        buffer, and idle_check, which polls the socket, never sees the second line.
+        """
+        reader = getattr(client._imap, "file", None)
+        peek = getattr(reader, "peek", None)
+        if peek is None:
+            return False
+        sock = client.socket()
+        news = False
+        sock.setblocking(False)
+        try:
+            while True:
+                try:
+                    if not peek(1):
+                        break
+                except OSError:  # nothing buffered and the socket would block
+                    break
+                line = client._imap._get_line()
+                news = news or not line.startswith(b"* OK")
+        finally:
+            sock.settimeout(self.config.timeout)
+        return news
 
 
 def _tls_context(cfg: ImapMailboxConfig) -> ssl.SSLContext:

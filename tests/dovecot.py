@@ -90,9 +90,6 @@ log_path = {root / "dovecot.log"}
 {ssl}disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_failure_delay = 0
-# Mail delivered the instant before a client starts IDLE is noticed at this
-# check (default 30 s), not by inotify: short, so a test never waits on it.
-mailbox_idle_check_interval = 1 secs
 {services}passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {root / "passwd"}

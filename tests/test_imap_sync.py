@@ -173,6 +173,14 @@ def test_idle_wakes_on_new_mail_and_notices_a_closed_connection(
 ) -> None:
     reader.run()
     stop = threading.Event()
+    # Mail that lands between the last command and IDLE is announced together with
+    # "+ idling"; imaplib buffers both lines, and the wait must still end at once.
+    dovecot.append(email("just before IDLE"))
+    began = time.monotonic()
+    assert reader.conn.idle(20, stop) is True
+    assert time.monotonic() - began < 5
+    assert reader.run().new == 1
+
     threading.Timer(0.3, dovecot.append, args=(email("wake up"),)).start()
     began = time.monotonic()
     assert reader.conn.idle(20, stop) is True
