@@ -15,7 +15,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -56,7 +56,6 @@ class TlsFailed(SetupFailed):
 class FolderState:
     uidvalidity: int
     uidnext: int | None
-    exists: int
 
 
 @dataclass(frozen=True)
@@ -151,7 +150,6 @@ class ImapConnection:
         return FolderState(
             uidvalidity=int(response[b"UIDVALIDITY"]),
             uidnext=int(uidnext) if uidnext is not None else None,
-            exists=int(response.get(b"EXISTS", 0)),
         )
 
     def ensure_folder(self, folder: str) -> None:
@@ -325,17 +323,3 @@ def _worth_a_look(response: Any) -> bool:
 def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
     for start in range(0, len(items), size):
         yield list(items[start : start + size])
-
-
-def uid_ranges(uids: Iterable[int]) -> str:
-    """`1:3,7,9:10` for logs: a run of UIDs in a few characters."""
-    ordered = sorted(set(uids))
-    parts: list[str] = []
-    i = 0
-    while i < len(ordered):
-        j = i
-        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
-            j += 1
-        parts.append(str(ordered[i]) if i == j else f"{ordered[i]}:{ordered[j]}")
-        i = j + 1
-    return ",".join(parts)
