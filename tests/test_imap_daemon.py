@@ -303,6 +303,26 @@ def test_reconnects_after_the_server_restarts(
 
 
 @SQLITE_ONLY
+def test_a_store_outage_leaves_mail_unacknowledged_until_it_is_journaled(
+    tmp_path: Path, database: Database, dovecot: Dovecot, watch: Watch
+) -> None:
+    daemon = imap_daemon(tmp_path, database, [dovecot.mailbox(idle=False, poll_interval=0.2)])
+    daemon.start()
+    msg = email("Sent while the database is down")
+    store_errors = 'ingestd_imap_errors_total{kind="store",mailbox="support"}'
+    try:
+        with database.outage():
+            dovecot.append(msg)
+            until(daemon, lambda: metric(daemon, store_errors) >= 1)
+            assert SEEN not in dovecot.messages()[mid(msg)]
+        until(daemon, lambda: watch.settled_cases(1), timeout=30)
+        until(daemon, lambda: SEEN in dovecot.messages()[mid(msg)])
+    finally:
+        daemon.stop()
+    assert [r.external_id for r in watch.journal()] == [mid(msg).strip("<>")]
+
+
+@SQLITE_ONLY
 def test_a_hung_or_refusing_mailbox_does_not_block_a_healthy_one(
     tmp_path: Path, database: Database, dovecot: Dovecot, watch: Watch
 ) -> None:
