@@ -32,6 +32,7 @@ migrate: $(STAMP)
 
 services:
 	@scripts/ensure-postgres.sh
+	@scripts/ensure-dovecot.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

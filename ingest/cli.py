@@ -91,6 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     from ingest import rulescli
 
     rulescli.register(commands, _console())
+    from ingest import importcli  # IMAP back-fill (issue 4)
+
+    importcli.register(commands)
     return parser
 
 

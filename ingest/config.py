@@ -154,6 +154,79 @@ class OutboundEmailConfig(Section):
         return self.message_id_domain or self.from_address.rpartition("@")[2].lower()
 
 
+# --- IMAP mailboxes (issue 4) ---------------------------------------------
+DEFAULT_IMAP_PORTS = {"none": 143, "starttls": 143, "tls": 993}
+_LOOPBACK = ("localhost", "127.", "::1", "[::1]")
+
+
+class ImapMailboxConfig(Section):
+    """One mailbox that ingestd reads: where, as whom, and how it acknowledges."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._@+-]*$",
+        description="unique; names the cursor and the lease",
+    )
+    enabled: bool = True
+    host: str = Field(min_length=1)
+    port: int | None = Field(None, ge=1, le=65535, description="default: 993 (tls) or 143")
+    security: Literal["tls", "starttls", "none"] = "tls"
+    username: str = Field(min_length=1)
+    password: SecretStr
+    ca_file: Path | None = Field(None, description="CA bundle for the server's certificate")
+    folder: str = Field("INBOX", min_length=1)
+    processed_folder: str | None = Field(
+        None, description="move mail here after the commit; default: only flag it \\Seen"
+    )
+    initial_scan: Literal["unseen", "all"] = Field(
+        "unseen", description="what a first look (or a UIDVALIDITY change) takes"
+    )
+    idle: bool = True
+    idle_timeout: float = Field(
+        600.0, ge=1, le=1740, description="seconds before IDLE is re-issued (under 29 minutes)"
+    )
+    poll_interval: float = Field(60.0, gt=0, description="seconds between polls without IDLE")
+    max_message_size: int = Field(25 * 1024 * 1024, ge=1024)
+    timeout: float = Field(60.0, gt=0, description="seconds per network step")
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ImapMailboxConfig:
+        if self.security == "none" and not self.host.lower().startswith(_LOOPBACK):
+            raise ValueError(
+                "security none would send the password in clear: use tls or starttls "
+                "(none is allowed for a server on this host only)"
+            )
+        if self.processed_folder is not None and self.processed_folder == self.folder:
+            raise ValueError("processed_folder must differ from folder")
+        return self
+
+    @property
+    def server_port(self) -> int:
+        return self.port or DEFAULT_IMAP_PORTS[self.security]
+
+
+class ImapConfig(Section):
+    mailboxes: list[ImapMailboxConfig] = Field(default_factory=list)
+    degraded_after: float = Field(
+        300.0, ge=0, description="seconds a mailbox may fail before /healthz says degraded"
+    )
+    lease_seconds: float = Field(30.0, ge=3, description="how long a mailbox's lease lasts")
+    max_backoff: float = Field(300.0, ge=1, description="longest wait between reconnects")
+
+    @field_validator("mailboxes")
+    @classmethod
+    def _unique(cls, value: list[ImapMailboxConfig]) -> list[ImapMailboxConfig]:
+        names = [m.name.lower() for m in value]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"mailbox names must be unique: {', '.join(duplicates)}")
+        return value
+
+    def mailbox(self, name: str) -> ImapMailboxConfig | None:
+        return next((m for m in self.mailboxes if m.name.lower() == name.lower()), None)
+
+
 class PipelineConfig(Section):
     batch_size: int = Field(100, ge=1, le=10_000)
     max_attempts: int = Field(5, ge=1)
@@ -192,6 +265,7 @@ class Config(Section):
     calendars: dict[str, CalendarConfig] = Field(default_factory=dict)
     outbox: OutboxConfig = OutboxConfig()
     outbound_email: OutboundEmailConfig = OutboundEmailConfig()
+    imap: ImapConfig = ImapConfig()
     source: str = Field("<defaults>", exclude=True)
 
     @field_validator("rules_timezone")

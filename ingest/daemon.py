@@ -10,6 +10,7 @@ import time
 
 from channels import mime
 from channels.email_out import EmailSender
+from channels.imap import ImapChannel
 from channels.smtp import SmtpChannel
 from ingest import cases
 from ingest.clock import Clock, SystemClock
@@ -53,6 +54,12 @@ class Daemon:
         self._outbox_wake = asyncio.Event()
         self.smtp: SmtpChannel | None = None
         self.http: HttpServer | None = None
+        # --- IMAP mailboxes (issue 4) ---
+        self.imap: ImapChannel | None = None
+        if any(m.enabled for m in config.imap.mailboxes):
+            self.imap = ImapChannel(config.imap, self.journal, self.store, self.metrics, self.clock)
+            self.health.probes["imap"] = self.imap.report
+        # --- end IMAP ---
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -77,6 +84,8 @@ class Daemon:
                 self.smtp = SmtpChannel(self.config.smtp, self.journal, self.metrics)
                 await self.smtp.start()
                 self.health.set("smtp", True, port=self.smtp.port)
+            if self.imap:  # IMAP mailboxes (issue 4)
+                await self.imap.start()
             log.info("ingestd ready")
             await self._stopping.wait()
         finally:
@@ -193,6 +202,8 @@ class Daemon:
         # Order matters: stop taking mail, write what was accepted, process it.
         if self.smtp:
             await self.smtp.stop()
+        if self.imap:  # IMAP mailboxes (issue 4): their last batches still reach the journal
+            await self.imap.stop()
         await self.journal.stop()
         self._stopping.set()
         self._outbox_wake.set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from ingest.journal import Journal
@@ -26,6 +27,8 @@ class Health:
         self.metrics = metrics
         self.components: dict[str, dict[str, Any]] = {}
         self.ready = False  # the schema is migrated and the listeners may start
+        # Components whose state is read at each check (e.g. how long a mailbox has failed).
+        self.probes: dict[str, Callable[[], dict[str, Any]]] = {}
 
     def set(self, component: str, ok: bool, **details: Any) -> None:
         self.components[component] = {"ok": ok, **details}
@@ -50,6 +53,8 @@ class Health:
             self.metrics.dead_letters.set(dead)
             report["store"] = {"ok": True, "dialect": self.store.dialect}
             report["journal"] = {"backlog": waiting, "dead_letters": dead}
+        for name, probe in self.probes.items():
+            self.components[name] = probe()
         if self.journal.failing:
             report["status"] = "degraded"
             report.setdefault("journal", {}).update(ok=False, error=self.journal.failing)

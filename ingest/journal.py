@@ -32,6 +32,9 @@ class Delivery:
     external_id: str
     raw: bytes
     meta: dict[str, Any] = field(default_factory=dict)
+    # Set for a message kept only as a record (e.g. too large to fetch): the
+    # row is written as a dead letter carrying this error, never processed.
+    quarantine: str | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class Journal:
         self._writer: asyncio.Task[None] | None = None
         # The last write error, cleared by the next successful commit: /healthz shows it.
         self.failing: str | None = None
+        self._statement: Any = None
 
     def start(self) -> None:
         self._writer = asyncio.create_task(self._write_loop(), name="journal-writer")
@@ -94,6 +98,16 @@ class Journal:
                 for _ in batch:
                     self._queue.task_done()
 
+    def _insert_statement(self) -> Any:
+        if self._statement is None:
+            dialect = postgresql if self.store.dialect == "postgresql" else sqlite
+            self._statement = (
+                dialect.insert(JournalEntry)
+                .on_conflict_do_nothing(index_elements=["channel", "external_id"])
+                .returning(JournalEntry.id)
+            )
+        return self._statement
+
     def commit(self, deliveries: list[Delivery]) -> list[Receipt | BaseException]:
         """Journal deliveries in one transaction (synchronously; the writer task calls this)."""
         try:
@@ -119,24 +133,27 @@ class Journal:
 
     def _insert(self, session: Session, delivery: Delivery) -> Receipt:
         now = self.clock.now()
-        dialect = postgresql if self.store.dialect == "postgresql" else sqlite
-        stmt = (
-            dialect.insert(JournalEntry)
-            .values(
-                channel=delivery.channel,
-                external_id=delivery.external_id,
-                raw=delivery.raw,
-                meta=delivery.meta,
-                received_at=now,
-                next_attempt_at=now,
-                outcome=Outcome.PENDING.value,
-                attempts=0,
-                duplicate_count=0,
+        # Executed on the Core connection with bound values: the statement is
+        # compiled once, not per message (the ORM bulk path compiled it each time).
+        new_id = (
+            session.connection()
+            .execute(
+                self._insert_statement(),
+                {
+                    "channel": delivery.channel,
+                    "external_id": delivery.external_id,
+                    "raw": delivery.raw,
+                    "meta": delivery.meta,
+                    "received_at": now,
+                    "next_attempt_at": now,
+                    "outcome": Outcome.DEAD.value if delivery.quarantine else Outcome.PENDING.value,
+                    "last_error": delivery.quarantine,
+                    "attempts": 0,
+                    "duplicate_count": 0,
+                },
             )
-            .on_conflict_do_nothing(index_elements=["channel", "external_id"])
-            .returning(JournalEntry.id)
+            .scalar_one_or_none()
         )
-        new_id = session.execute(stmt).scalar_one_or_none()
         if new_id is not None:
             return Receipt(journal_id=new_id, duplicate=False, outcome=Outcome.PENDING.value)
         key = (JournalEntry.channel == delivery.channel) & (

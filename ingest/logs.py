@@ -52,5 +52,5 @@ def configure(level: str = "INFO", fmt: str = "json") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Library chatter that would otherwise log each connection or SQL statement.
-    for noisy in ("mail.log", "uvicorn.access", "sqlalchemy", "alembic"):
+    for noisy in ("mail.log", "uvicorn.access", "sqlalchemy", "alembic", "imapclient"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

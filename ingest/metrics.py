@@ -64,6 +64,38 @@ class Metrics:
             registry=self.registry,
         )
 
+        # IMAP mailboxes (issue 4), per configured mailbox name.
+        self.imap_fetched = Counter(
+            "ingestd_imap_fetched",
+            "Message bodies downloaded from IMAP mailboxes",
+            ["mailbox"],
+            registry=self.registry,
+        )
+        self.imap_acknowledged = Counter(
+            "ingestd_imap_acknowledged",
+            "IMAP messages flagged \\Seen (and moved) after the journal commit",
+            ["mailbox"],
+            registry=self.registry,
+        )
+        self.imap_oversize = Counter(
+            "ingestd_imap_oversize",
+            "IMAP messages over the size cap: left on the server, recorded in quarantine",
+            ["mailbox"],
+            registry=self.registry,
+        )
+        self.imap_errors = Counter(
+            "ingestd_imap_errors",
+            "IMAP mailbox failures, by kind (auth, connection, store, journal, internal)",
+            ["mailbox", "kind"],
+            registry=self.registry,
+        )
+        self.imap_connected = Gauge(
+            "ingestd_imap_connected",
+            "1 while the mailbox has a logged-in connection",
+            ["mailbox"],
+            registry=self.registry,
+        )
+
     def rules(self, version: str, ok: bool) -> None:
         self.rules_info.clear()
         self.rules_info.labels(version).set(1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -93,8 +94,12 @@ class Pipeline:
         parsers: dict[str, Parser],
         metrics: Metrics | None = None,
         rules: RuleSource | None = None,
+        claim_channels: Collection[str] | None = None,
     ) -> None:
         self.store = store
+        # A one-off tool (`ingestd import`) that parses only email claims only
+        # email rows: another channel's row must wait for a daemon that has its parser.
+        self.claim_channels = claim_channels
         self.config = config
         self.clock = clock
         self.parsers = parsers
@@ -117,6 +122,11 @@ class Pipeline:
                     .where(
                         JournalEntry.outcome.in_(RETRYABLE),
                         JournalEntry.next_attempt_at <= now,
+                        *(
+                            [JournalEntry.channel.in_(self.claim_channels)]
+                            if self.claim_channels
+                            else []
+                        ),
                     )
                     .order_by(JournalEntry.id)
                     .limit(self.config.pipeline.batch_size)
@@ -191,6 +201,9 @@ class Pipeline:
 
         book = self.rules.current  # one book for the whole message, even mid-reload
         decision = intake.decide(session, book, msg, now, self.env)
+        if row.meta.get("backfill") and decision.auto_response_blocked is None:
+            # History brought in by `ingestd import`: nobody wants an acknowledgement now.
+            decision.auto_response_blocked = "imported history: no automatic mail"
         case = intake.apply(session, decision, msg, row.id, now, book)
         return Result(
             decision.outcome,

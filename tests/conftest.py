@@ -8,6 +8,8 @@ import pytest
 
 from tests.support import POSTGRES_URL, Daemon, Database, PostgresServer, missing
 
+pytest_plugins = ["tests.dovecot"]
+
 
 @pytest.fixture(scope="session")
 def postgres_server() -> PostgresServer:
