@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from ingest import yamlsource
 from ingest.calendars import CalendarConfig, load_calendars
 from ingest.section import Section
+from ingest.slaconfig import SlaConfig
 from ingest.yamlsource import Problem, SourceError
 
 DEFAULT_PATH = Path("config/ingestd.yaml")
@@ -192,6 +193,7 @@ class Config(Section):
     calendars: dict[str, CalendarConfig] = Field(default_factory=dict)
     outbox: OutboxConfig = OutboxConfig()
     outbound_email: OutboundEmailConfig = OutboundEmailConfig()
+    sla: SlaConfig = SlaConfig()
     source: str = Field("<defaults>", exclude=True)
 
     @field_validator("rules_timezone")
@@ -253,5 +255,9 @@ def load(path: Path, env: dict[str, str] | None = None) -> Config:
         raise SourceError(problems) from exc
     # Holiday files are read now, so that a broken one stops `ingestd config`
     # and start-up with its file and line, not a traceback later.
-    load_calendars(dict(config.calendars), path.parent)
+    calendars = load_calendars(dict(config.calendars), path.parent)
+    # SLA items name calendars and hold conditions: checked here, with their lines.
+    from ingest.sla import SlaBook
+
+    SlaBook.from_config(config, calendars, doc)
     return config
