@@ -42,9 +42,7 @@ OWNER = "lead@example.com"
 BOSS = "boss@example.com"
 
 
-def at(
-    zone: ZoneInfo, year: int, month: int, day: int, hour: int = 0, minute: int = 0
-) -> datetime:
+def at(zone: ZoneInfo, year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
     return datetime(year, month, day, hour, minute, tzinfo=zone).astimezone(UTC)
 
 
