@@ -132,12 +132,8 @@ def resolve(
     reason: str = StatusReason.PROBLEM_SOLVED.value,
 ) -> None:
     """Resolve an active case: resolution KPIs are met, the others end, a term may count."""
-    reason = _one_of(reason, RESOLVED_REASONS, "a resolution status reason")
-    if case.state != CaseState.ACTIVE.value:
-        raise TransitionError(f"case {case.number} is {case.state}: only active cases resolve")
-    case.state, case.status_reason = CaseState.RESOLVED.value, reason
-    case.resolved_at = case.updated_at = now
-    kpis.close(session, case, now, resolved=True)
+    reason = _close(session, case, now, CaseState.RESOLVED, reason, RESOLVED_REASONS)
+    case.resolved_at = now
     entitlement = _entitlement(session, case)
     if entitlement is not None and entitlement.decrement_on == "resolution":
         # Restricting happens when a case opens; work done is always counted.
@@ -153,13 +149,26 @@ def cancel(
     reason: str = StatusReason.CANCELLED.value,
 ) -> None:
     """Cancel an active case: its KPIs end Canceled and its term goes back."""
-    reason = _one_of(reason, CANCELLED_REASONS, "a cancellation status reason")
-    if case.state != CaseState.ACTIVE.value:
-        raise TransitionError(f"case {case.number} is {case.state}: only active cases cancel")
-    case.state, case.status_reason, case.updated_at = CaseState.CANCELLED.value, reason, now
-    kpis.close(session, case, now, resolved=False)
+    reason = _close(session, case, now, CaseState.CANCELLED, reason, CANCELLED_REASONS)
     entitlements.give_back(session, case)
     log.info("case cancelled", extra={"case": case.number, "status_reason": reason})
+
+
+def _close(
+    session: Session,
+    case: Case,
+    now: datetime,
+    state: CaseState,
+    reason: str,
+    allowed: tuple[str, ...],
+) -> str:
+    verb = "resolve" if state is CaseState.RESOLVED else "cancel"
+    reason = _one_of(reason, allowed, f"a status reason of {state.value.lower()} cases")
+    if case.state != CaseState.ACTIVE.value:
+        raise TransitionError(f"case {case.number} is {case.state}: only active cases {verb}")
+    case.state, case.status_reason, case.updated_at = state.value, reason, now
+    kpis.close(session, case, now, resolved=state is CaseState.RESOLVED)
+    return reason
 
 
 def reopen(session: Session, case: Case, now: datetime, book: SlaBook) -> None:

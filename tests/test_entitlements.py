@@ -281,16 +281,21 @@ def run_cli(capsys: pytest.CaptureFixture[str], config: Path, *args: str) -> tup
     return code, out, err
 
 
-def test_entitlements_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    """A configuration file for the CLI, its SQLite store holding Customer Ltd."""
     url = f"sqlite:///{tmp_path / 'cli.db'}"
-    config = tmp_path / "ingestd.yaml"
-    config.write_text(yaml.safe_dump({"database": {"url": url}, **SETTINGS}))
+    path = tmp_path / "ingestd.yaml"
+    path.write_text(yaml.safe_dump({"database": {"url": url}, **SETTINGS}))
     h = Harness(url, **SETTINGS)
     try:
         add_customers(h)
     finally:
         h.close()
+    return path
 
+
+def test_entitlements_cli(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_cli(
         capsys, config, "entitlements", "add", "Gold 2026", "--account", "customer ltd",
         "--end", "2026-12-31", "--start", "2026-01-01", "--terms", "10",
@@ -346,15 +351,9 @@ def test_entitlements_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "only a draft is activated" in err
 
 
-def test_entitlements_import(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    url = f"sqlite:///{tmp_path / 'cli.db'}"
-    config = tmp_path / "ingestd.yaml"
-    config.write_text(yaml.safe_dump({"database": {"url": url}, **SETTINGS}))
-    h = Harness(url, **SETTINGS)
-    try:
-        add_customers(h)
-    finally:
-        h.close()
+def test_entitlements_import(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     broken = tmp_path / "broken.yaml"
     dates = "    start: 2026-01-01\n    end: 2026-12-31\n"
     broken.write_text(

@@ -535,7 +535,7 @@ def test_success_closing_and_reopening(h: Harness) -> None:
     second = open_case(h, "Second problem")
     change(h, second, lambda s, c: lifecycle.cancel(s, c, now(), book))
     assert [status for _, _, status in all_kpis(h, second)] == ["Canceled", "Canceled"]
-    with pytest.raises(TransitionError, match="is not a cancellation status reason"):
+    with pytest.raises(TransitionError, match="is not a status reason of cancelled cases"):
         change(h, second, lambda s, c: lifecycle.cancel(s, c, now(), book, reason="Problem Solved"))
 
 
