@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,8 +19,10 @@ from sqlalchemy.orm import Session
 from ingest import config as config_module
 from ingest import lifecycle, slanotice, slaviews
 from ingest.calendars import CalendarConfig, load_calendars
+from ingest.clock import FileClock, SystemClock, from_environment
 from ingest.conditions import ConditionParser
 from ingest.lifecycle import TransitionError
+from ingest.scheduler import Scheduler
 from ingest.sla import SlaBook, describe_minutes
 from ingest.slaconfig import PAUSABLE, parse_duration
 from ingest.slasweep import SlaSweep, SweepResult
@@ -628,3 +632,64 @@ def test_the_shipped_config_and_templates_hold_an_sla() -> None:
     for name in ("sla_warning", "sla_failure"):
         assert templates.check_names(name, slanotice.NOTICE_NAMES) is None
         assert templates.get(name).html is not None
+
+
+# -- the daemon's clock, the scheduler, the mail's fallback ----------------------------
+
+
+def test_a_file_clock_reads_an_instant_or_an_offset(tmp_path: Path) -> None:
+    path = tmp_path / "clock"
+    path.write_text("2026-06-01T09:00:00+02:00")
+    clock = from_environment({"INGESTD_TEST_CLOCK_FILE": str(path)})
+    assert isinstance(clock, FileClock)
+    assert clock.now() == datetime(2026, 6, 1, 7, tzinfo=UTC)
+    temporary = tmp_path / "next"
+    temporary.write_text("+86400")
+    os.replace(temporary, path)
+    assert abs(clock.now() - (datetime.now(UTC) + timedelta(days=1))) < timedelta(seconds=5)
+    temporary.write_text("not a time")
+    os.replace(temporary, path)
+    assert abs(clock.now() - (datetime.now(UTC) + timedelta(days=1))) < timedelta(seconds=5)
+    temporary.write_text("2026-06-01T09:00:00")  # no offset: refused, the last reading stays
+    os.replace(temporary, path)
+    assert clock.now() > datetime(2026, 7, 1, tzinfo=UTC)
+    assert isinstance(from_environment({}), SystemClock)
+
+
+def test_the_scheduler_runs_one_sweep_at_a_time_and_stop_waits_for_it() -> None:
+    runs: list[str] = []
+
+    async def work() -> None:
+        runs.append("start")
+        await asyncio.sleep(0.15)  # longer than the interval: runs must not overlap
+        runs.append("end")
+
+    async def main() -> None:
+        scheduler = Scheduler()
+        scheduler.every("test", 0.05, work)
+        scheduler.start()
+        await asyncio.sleep(0.4)
+        await scheduler.stop()
+
+    asyncio.run(main())
+    assert len(runs) >= 4
+    assert runs == ["start", "end"] * (len(runs) // 2)  # never two at once, none cut short
+
+
+def test_a_broken_sla_template_still_sends_the_notice(tmp_path: Path) -> None:
+    (tmp_path / "sla_warning.txt").write_text("Subject: {{ kpi.nme }}\n\nbody\n")
+    templates = Templates.load(tmp_path)
+    case = Case(number="CAS-01000-ABCDEF", title="Printer", priority="High", origin="email")
+    case.created_at = CREATED
+    kpi = SlaKpiInstance(
+        kpi="first_response", policy="Gold", item="Respond", status="Nearing Noncompliance"
+    )
+    kpi.calendar, kpi.fail_at, kpi.warn_at = None, CREATED + timedelta(minutes=15), CREATED
+    book = SlaBook({}, {})
+    ctx = slanotice.context(book, kpi, case, "warning", CREATED + timedelta(minutes=10))
+    for source in (templates, Templates.load(tmp_path / "none")):  # broken, then missing
+        rendered = slanotice.render(source, "warning", ctx, case)
+        assert rendered.subject == (
+            "[CAS-01000-ABCDEF] SLA warning: First response due Wed 14 Jun 2023 19:15 UTC"
+        )
+        assert "5 min of business time left" in rendered.text
