@@ -10,7 +10,7 @@ CONFIG ?= config/ingestd.yaml
 # Most tests wait on sockets and subprocesses, so three workers pay off on two cores.
 PYTEST_WORKERS ?= 3
 
-.PHONY: all install run migrate test lint typecheck pytest services clean lock
+.PHONY: all install run migrate test lint typecheck pytest services clean lock bench
 
 all: test
 
@@ -45,6 +45,11 @@ pytest: $(STAMP) services
 	$(BIN)/pytest -n $(PYTEST_WORKERS)
 
 test: lint typecheck pytest
+
+# The benchmarks (a few minutes): figures and ratios printed, results in bench/results-*.json.
+bench: $(STAMP) services
+	$(BIN)/python -m bench.rules --profile never
+	$(BIN)/python -m bench.sla
 
 # Refresh the pinned versions after changing dependencies in pyproject.toml.
 lock: $(STAMP)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from ingest.store.models import Activity, Case, Contact, JournalEntry
+from ingest.sla import SlaBook
+from ingest.slaviews import case_kpis
+from ingest.store.models import Activity, Case, Contact, Entitlement, JournalEntry
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -74,12 +76,19 @@ def activity_view(activity: Activity) -> dict[str, Any]:
     }
 
 
-def case_detail(session: Session, case: Case) -> dict[str, Any]:
+def case_detail(
+    session: Session, case: Case, sla: SlaBook | None = None, now: datetime | None = None
+) -> dict[str, Any]:
     previous = session.get(Case, case.previous_case_id) if case.previous_case_id else None
+    entitlement = session.get(Entitlement, case.entitlement_id) if case.entitlement_id else None
     return {
         **case_summary(case),
         "previous_case": previous.number if previous else None,
         "activities": [activity_view(a) for a in case.activities],
+        "entitlement": entitlement.name if entitlement else None,
+        "sla_policy": case.sla_policy,
+        "first_response_at": _iso(case.first_response_at),
+        "sla": case_kpis(session, case, sla, now or datetime.now(UTC)),
     }
 
 

@@ -94,6 +94,10 @@ def _parser() -> argparse.ArgumentParser:
     from ingest import importcli  # IMAP back-fill (issue 4)
 
     importcli.register(commands)
+    from ingest import entitlementscli, slacli
+
+    slacli.register(commands, _console())
+    entitlementscli.register(commands, _console())
     return parser
 
 
@@ -197,6 +201,8 @@ def _journal_list(config: Config, args: argparse.Namespace) -> int:
 
 def _cases_show(config: Config, args: argparse.Namespace) -> int:
     from ingest.caseviews import case_detail, find_case
+    from ingest.clock import from_environment
+    from ingest.pipeline import sla_book
 
     store = _store(config)
     with store.read() as session:
@@ -204,7 +210,7 @@ def _cases_show(config: Config, args: argparse.Namespace) -> int:
         if case is None:
             print(f"ingestd: no case {args.number}", file=sys.stderr)
             return EXIT_NOT_FOUND
-        detail = case_detail(session, case)
+        detail = case_detail(session, case, sla_book(config), from_environment().now())
     if args.json:
         print(json.dumps(detail, indent=2, ensure_ascii=False))
         return 0
@@ -248,6 +254,8 @@ def _print_case(detail: dict[str, Any]) -> None:
         ("Category", detail["category"] or "-"),
         ("Created", detail["created_at"]),
     ]
+    if detail.get("entitlement"):
+        facts.append(("Entitlement", detail["entitlement"]))
     if detail["previous_case"]:
         facts.append(("Follows", detail["previous_case"]))
     for label, value in facts:
@@ -266,3 +274,17 @@ def _print_case(detail: dict[str, Any]) -> None:
             text[:120] + ("…" if len(text) > 120 else ""),
         )
     console.print(table)
+    if detail.get("sla"):
+        sla = Table(title=f"SLA ({detail['sla_policy'] or '-'})")
+        for column in ("KPI", "Item", "Status", "Warning", "Deadline", "Time left"):
+            sla.add_column(column, overflow="fold")
+        for kpi in detail["sla"]:
+            sla.add_row(
+                kpi["name"],
+                kpi["item"],
+                kpi["status"],
+                (kpi["warn_at_local"] or "-")[:16].replace("T", " "),
+                f"{kpi['fail_at_local'][:16].replace('T', ' ')} {kpi['timezone'] or ''}",
+                kpi["time_left"],
+            )
+        console.print(sla)

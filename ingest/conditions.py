@@ -20,7 +20,7 @@ from ingest.message import InboundMessage
 from ingest.store.models import Account, Contact
 
 FieldType = Literal["text", "texts", "number", "flag", "weekday", "value"]
-Scope = Literal["record_creation", "routing"]
+Scope = Literal["record_creation", "routing", "sla"]
 Test = Callable[["Facts"], bool]
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -57,6 +57,8 @@ OPERATORS: dict[FieldType, tuple[str, ...]] = {
     "value": tuple(dict.fromkeys(TEXT_OPERATORS + NUMBER_OPERATORS)),
 }
 ALL_OPERATORS = frozenset(OPERATORS["value"])
+# Scopes that also read another scope's fields: SLA items read the case as routing does.
+_ALSO_READS: dict[str, tuple[str, ...]] = {"sla": ("routing",)}
 _NEGATED = {"not_equals": "equals", "not_in": "in", "not_contains": "contains"}
 
 
@@ -267,6 +269,7 @@ FIELDS: dict[str, FieldSpec] = {
         FieldSpec(
             "case.channel", "text", "the channel the case came from", _case("channel"), "routing"
         ),
+        FieldSpec("case.queue", "text", "the case's queue", _case("queue"), "sla"),
     )
 }
 
@@ -528,7 +531,8 @@ class ConditionParser:
             self.report(loc, _unknown_field(name))
             return Always()
         ftype, scope = typed
-        if scope is not None and scope != self.scope:
+        also = _ALSO_READS.get(self.scope, ())
+        if scope is not None and scope != self.scope and scope not in also:
             self.report(loc, f"{name} is only known to {scope.replace('_', '-')} rules")
             return Always()
         if isinstance(value, dict):

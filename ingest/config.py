@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from ingest import yamlsource
 from ingest.calendars import CalendarConfig, load_calendars
 from ingest.section import Section
+from ingest.slaconfig import SlaConfig
 from ingest.yamlsource import Problem, SourceError
 
 DEFAULT_PATH = Path("config/ingestd.yaml")
@@ -266,6 +267,7 @@ class Config(Section):
     outbox: OutboxConfig = OutboxConfig()
     outbound_email: OutboundEmailConfig = OutboundEmailConfig()
     imap: ImapConfig = ImapConfig()
+    sla: SlaConfig = SlaConfig()
     source: str = Field("<defaults>", exclude=True)
 
     @field_validator("rules_timezone")
@@ -327,5 +329,9 @@ def load(path: Path, env: dict[str, str] | None = None) -> Config:
         raise SourceError(problems) from exc
     # Holiday files are read now, so that a broken one stops `ingestd config`
     # and start-up with its file and line, not a traceback later.
-    load_calendars(dict(config.calendars), path.parent)
+    calendars = load_calendars(dict(config.calendars), path.parent)
+    # SLA items name calendars and hold conditions: checked here, with their lines.
+    from ingest.sla import SlaBook
+
+    SlaBook.from_config(config, calendars, doc)
     return config

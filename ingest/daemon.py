@@ -12,8 +12,8 @@ from channels import mime
 from channels.email_out import EmailSender
 from channels.imap import ImapChannel
 from channels.smtp import SmtpChannel
-from ingest import cases
-from ingest.clock import Clock, SystemClock
+from ingest import cases, slaviews
+from ingest.clock import Clock, FileClock, from_environment
 from ingest.config import Config
 from ingest.health import Health
 from ingest.http import HttpServer, build_app
@@ -22,6 +22,8 @@ from ingest.metrics import Metrics
 from ingest.outbox import OutboxDelivery, Sender
 from ingest.pipeline import Pipeline
 from ingest.rulewatch import RuleWatcher
+from ingest.scheduler import Scheduler
+from ingest.slasweep import SlaSweep
 from ingest.store import Store, StoreUnavailable
 from ingest.store.session import redacted
 
@@ -34,7 +36,7 @@ MAX_STORE_BACKOFF = 30.0
 class Daemon:
     def __init__(self, config: Config, clock: Clock | None = None) -> None:
         self.config = config
-        self.clock = clock or SystemClock()
+        self.clock = clock or from_environment()
         self.metrics = Metrics()
         self.store = Store(config.database)
         self.rules = RuleWatcher(config)
@@ -60,12 +62,25 @@ class Daemon:
             self.imap = ImapChannel(config.imap, self.journal, self.store, self.metrics, self.clock)
             self.health.probes["imap"] = self.imap.report
         # --- end IMAP ---
+        # --- SLA sweep on the scheduler (issue 5) ---
+        self.sla_sweep = SlaSweep(
+            self.store,
+            self.pipeline.sla,
+            self.clock,
+            lambda: self.rules.current.templates,
+            config.sla.batch_size,
+        )
+        self.scheduler = Scheduler()
+        self.health.scrape_hooks.append(self._sla_gauges)
+        # --- end SLA ---
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         log.info("ingestd starting", extra={"database": redacted(self.store.url)})
+        if isinstance(self.clock, FileClock):
+            log.warning("test clock: time comes from a file", extra={"file": self.clock.path})
         # HTTP first, so that /healthz can say what start-up is waiting for.
         if self.config.http.enabled:
             self.http = HttpServer(self.config.http, build_app(self.health))
@@ -79,6 +94,8 @@ class Daemon:
         worker = asyncio.create_task(self._pipeline_loop(), name="pipeline")
         sender = asyncio.create_task(self._outbox_loop(), name="outbox")
         watcher = asyncio.create_task(self._rules_loop(), name="rules")
+        self.scheduler.every("sla-sweep", self.config.sla.sweep_interval, self._sla_sweep)
+        self.scheduler.start()
         try:
             if self.config.smtp.enabled:
                 self.smtp = SmtpChannel(self.config.smtp, self.journal, self.metrics)
@@ -195,6 +212,30 @@ class Daemon:
             if not handled:
                 await _wait(self._outbox_wake, interval)
 
+    async def _sla_sweep(self) -> None:
+        try:
+            result = await asyncio.to_thread(self.sla_sweep.run, self._stopping.is_set)
+        except StoreUnavailable as exc:
+            # The store's health already says so; the next sweep catches up.
+            log.warning("sla sweep: store unavailable", extra={"error": str(exc)})
+            return
+        except Exception as exc:
+            self.health.set("sla", False, error=repr(exc))
+            log.exception("sla sweep failed")
+            return
+        self.health.set("sla", True)
+        for kind, count in result.mail.items():
+            if count:
+                self.metrics.sla_notifications.labels(kind).inc(count)
+        if any(result.mail.values()):
+            self._outbox_wake.set()
+
+    def _sla_gauges(self) -> None:
+        with self.store.read() as session:
+            counts = slaviews.status_counts(session)
+        for status, count in counts.items():
+            self.metrics.sla_kpis.labels(status).set(count)
+
     async def _sleep(self, seconds: float) -> None:
         await _wait(self._wake, seconds)
 
@@ -209,6 +250,7 @@ class Daemon:
         self._outbox_wake.set()
         # The outbox finishes its current batch rather than abandoning a send.
         await asyncio.gather(worker, sender, return_exceptions=True)
+        await self.scheduler.stop()  # a sweep in progress commits or rolls back first
         deadline = time.monotonic() + DRAIN_SECONDS
         while time.monotonic() < deadline:
             try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,8 @@ class Health:
         self.ready = False  # the schema is migrated and the listeners may start
         # Components whose state is read at each check (e.g. how long a mailbox has failed).
         self.probes: dict[str, Callable[[], dict[str, Any]]] = {}
+        # Gauges only a scrape needs, each costing a query: refreshed by /metrics.
+        self.scrape_hooks: list[Callable[[], None]] = []
 
     def set(self, component: str, ok: bool, **details: Any) -> None:
         self.components[component] = {"ok": ok, **details}
@@ -66,6 +69,11 @@ class Health:
                 else:
                     report["status"] = "degraded"
         return report
+
+    async def refresh_for_scrape(self) -> None:
+        for hook in self.scrape_hooks:
+            with contextlib.suppress(StoreUnavailable, TimeoutError):
+                await asyncio.wait_for(asyncio.to_thread(hook), timeout=CHECK_TIMEOUT)
 
     def _probe(self) -> tuple[int, int]:
         self.store.ping()

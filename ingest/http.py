@@ -28,6 +28,7 @@ def build_app(health: Health) -> Starlette:
 
     async def metrics(request: Request) -> Response:
         await health.check()  # refreshes the gauges the scrape reads
+        await health.refresh_for_scrape()
         return Response(health.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return Starlette(routes=[Route("/healthz", healthz), Route("/metrics", metrics)])

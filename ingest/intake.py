@@ -16,10 +16,11 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ingest import cases, conversation, entitlements, guard, identify, outbox
+from ingest import cases, conversation, entitlements, guard, identify, lifecycle, outbox
 from ingest.conditions import CalendarLike, Facts
 from ingest.message import InboundMessage
 from ingest.ruleset import PRIORITIES, Item, RecordActions, RuleBook
+from ingest.sla import SlaBook, empty_book
 from ingest.store.models import (
     Case,
     CaseState,
@@ -28,7 +29,6 @@ from ingest.store.models import (
     Outcome,
     Priority,
     Queue,
-    StatusReason,
 )
 from ingest.templating import RenderError
 
@@ -153,17 +153,17 @@ def apply(
     journal_id: int | None,
     now: datetime,
     book: RuleBook,
+    sla: SlaBook | None = None,
 ) -> Case | None:
     """Write the decision; return the case the message landed on, if any."""
     if decision.outcome is Outcome.SKIPPED:
         return None
+    slas = sla if sla is not None else empty_book()
     if decision.outcome is Outcome.APPENDED:
         case = decision.case
         assert case is not None
         if decision.reopen and case.state != CaseState.ACTIVE.value:
-            case.state = CaseState.ACTIVE.value
-            case.status_reason = StatusReason.IN_PROGRESS.value
-            case.resolved_at = None
+            lifecycle.reopen(session, case, now, slas)
         cases.record_inbound(session, case, msg, journal_id, now)
         return case
     spec = decision.new_case
@@ -185,9 +185,10 @@ def apply(
     )
     case.product, case.category, case.custom = spec.product, spec.category, dict(spec.custom)
     case.rules_version = book.version
-    case.entitlement_id = decision.entitlement.id if decision.entitlement else None
     cases.record_inbound(session, case, msg, journal_id, now)
     cases.enqueue(session, case, _queue(session, spec.queue), now)
+    # After the queue: SLA items may depend on it.
+    lifecycle.opened(session, case, decision.entitlement, now, slas)
     for problem in spec.problems:
         log.warning(
             "rule expression failed, default used",

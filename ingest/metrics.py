@@ -95,6 +95,18 @@ class Metrics:
             ["mailbox"],
             registry=self.registry,
         )
+        self.sla_kpis = Gauge(
+            "ingestd_sla_kpis",
+            "SLA KPI instances by status (refreshed on each scrape)",
+            ["status"],
+            registry=self.registry,
+        )
+        self.sla_notifications = Counter(
+            "ingestd_sla_notifications",
+            "SLA warning and failure mails written to the outbox",
+            ["kind"],  # warning | failure
+            registry=self.registry,
+        )
 
     def rules(self, version: str, ok: bool) -> None:
         self.rules_info.clear()

@@ -24,9 +24,11 @@ from ingest import intake
 from ingest.calendars import load_calendars
 from ingest.clock import Clock
 from ingest.config import Config
+from ingest.entitlements import TermsExhausted
 from ingest.message import InboundMessage
 from ingest.metrics import Metrics
 from ingest.ruleset import RuleBook
+from ingest.sla import SlaBook
 from ingest.store import Store
 from ingest.store.models import Activity, Case, Direction, JournalEntry, Outcome
 
@@ -49,6 +51,10 @@ def environment(config: Config) -> intake.Environment:
         calendars=load_calendars(dict(config.calendars), _config_dir(config)),
         default_queue=config.default_queue,
     )
+
+
+def sla_book(config: Config) -> SlaBook:
+    return SlaBook.from_config(config, load_calendars(dict(config.calendars), _config_dir(config)))
 
 
 def _config_dir(config: Config) -> Path:
@@ -95,6 +101,7 @@ class Pipeline:
         metrics: Metrics | None = None,
         rules: RuleSource | None = None,
         claim_channels: Collection[str] | None = None,
+        sla: SlaBook | None = None,
     ) -> None:
         self.store = store
         # A one-off tool (`ingestd import`) that parses only email claims only
@@ -110,6 +117,7 @@ class Pipeline:
             rules = RuleWatcher(config)
         self.rules = rules
         self.env = environment(config)
+        self.sla = sla if sla is not None else sla_book(config)
 
     def run_batch(self) -> int:
         """Process up to one batch of due rows; return how many were handled."""
@@ -168,6 +176,10 @@ class Pipeline:
             if not is_contention(exc):
                 return self._failed(row, exc, now)
             return _Done(row.channel, _CONTENDED, None, None, row.id, _short_error(exc))
+        except TermsExhausted as exc:
+            # Another case took the entitlement's last term since the decision:
+            # decided again at once, the message now sees no terms left.
+            return _Done(row.channel, _CONTENDED, None, None, row.id, _short_error(exc))
         except Exception as exc:
             return self._failed(row, exc, now)
         row.outcome = result.outcome.value
@@ -204,7 +216,7 @@ class Pipeline:
         if row.meta.get("backfill") and decision.auto_response_blocked is None:
             # History brought in by `ingestd import`: nobody wants an acknowledgement now.
             decision.auto_response_blocked = "imported history: no automatic mail"
-        case = intake.apply(session, decision, msg, row.id, now, book)
+        case = intake.apply(session, decision, msg, row.id, now, book, self.sla)
         return Result(
             decision.outcome,
             case.number if case is not None else None,

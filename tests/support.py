@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -134,8 +135,16 @@ class Database:
 class Daemon:
     """`ingestd run` in a subprocess with its own config, ports and database."""
 
-    def __init__(self, workdir: Path, database: Database, overrides: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        workdir: Path,
+        database: Database,
+        overrides: dict[str, Any] | None = None,
+        env: dict[str, str] | None = None,
+    ):
         self.workdir = workdir
+        # Extra environment for the daemon and its CLI (INGESTD_TEST_CLOCK_FILE, failpoints).
+        self.env = dict(env or {})
         self.database = database
         self.smtp_port = free_port()
         self.http_port = free_port()
@@ -165,7 +174,7 @@ class Daemon:
             cwd=self.workdir,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **env} if env else None,
+            env={**os.environ, **self.env, **(env or {})},
         )
         if not wait_healthy:
             return self
@@ -230,6 +239,7 @@ class Daemon:
             text=True,
             timeout=60,
             check=False,
+            env={**os.environ, **self.env},
         )
         if check and result.returncode != 0:
             raise AssertionError(
@@ -245,3 +255,25 @@ class Daemon:
 
     def case(self, number: str) -> dict[str, Any]:
         return dict(json.loads(self.cli("cases", "show", number, "--json").stdout))
+
+
+class DaemonClock:
+    """A time the daemon reads from a file (INGESTD_TEST_CLOCK_FILE): tests move it by days."""
+
+    def __init__(self, path: Path, start: datetime) -> None:
+        self.path = path
+        self.now = start
+        self.set(start)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"INGESTD_TEST_CLOCK_FILE": str(self.path)}
+
+    def set(self, instant: datetime) -> None:
+        self.now = instant
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(instant.isoformat())
+        os.replace(temporary, self.path)  # readers see the old time or the new, never half
+
+    def advance(self, delta: timedelta) -> None:
+        self.set(self.now + delta)

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Date,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -17,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -193,6 +195,10 @@ class Case(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # SLA and entitlement bookkeeping (see ingest/lifecycle.py):
+    sla_policy: Mapped[str | None] = mapped_column(String(200))  # chosen when the case opened
+    first_response_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # an agent's reply
+    entitlement_charged: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     account: Mapped[Account | None] = relationship()
     contact: Mapped[Contact | None] = relationship()
@@ -417,3 +423,55 @@ class Lease(Base):
     holder: Mapped[str] = mapped_column(String(200))
     acquired_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SlaKpiStatus(enum.StrEnum):
+    """Dynamics 365's SLA KPI instance statuses."""
+
+    IN_PROGRESS = "In Progress"
+    NEARING = "Nearing Noncompliance"
+    NONCOMPLIANT = "Noncompliant"
+    PAUSED = "Paused"
+    SUCCEEDED = "Succeeded"
+    CANCELED = "Canceled"
+
+
+# A KPI in these statuses can still change; the others are history.
+SLA_RUNNING = (SlaKpiStatus.IN_PROGRESS.value, SlaKpiStatus.NEARING.value)
+SLA_OPEN = (*SLA_RUNNING, SlaKpiStatus.PAUSED.value)
+
+
+class SlaKpiInstance(Base):
+    """One KPI promise (first response, resolution) on one case, with stored deadlines.
+
+    `warn_at` and `fail_at` are the deadlines in UTC; `due_at` is the next of
+    them the sweep must act on (NULL when paused or finished), so finding what
+    is due is one range scan of its index, whatever the number of open cases.
+    """
+
+    __tablename__ = "sla_kpi_instances"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    policy: Mapped[str] = mapped_column(String(200))
+    item: Mapped[str] = mapped_column(String(120))
+    kpi: Mapped[str] = mapped_column(String(20))  # first_response | resolution
+    success_on: Mapped[str] = mapped_column(String(20))  # first_reply | resolved
+    calendar: Mapped[str | None] = mapped_column(String(200))  # None: 24x7
+    warn_minutes: Mapped[float | None] = mapped_column(Float)
+    fail_minutes: Mapped[float] = mapped_column(Float)
+    applicable_from: Mapped[datetime] = mapped_column(UTCDateTime)
+    paused_minutes: Mapped[float] = mapped_column(Float, default=0.0)  # business time on hold
+    paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    warn_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    fail_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    status: Mapped[str] = mapped_column(String(30), index=True)
+    warned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # warning mail written
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # became Noncompliant
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # Succeeded or Canceled
+    end_reason: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    case: Mapped[Case] = relationship()
