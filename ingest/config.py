@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 
 from ingest import yamlsource
 from ingest.calendars import CalendarConfig, load_calendars
+from ingest.channelconfig import SmsConfig, TelegramConfig, TwitterConfig
 from ingest.section import Section
 from ingest.yamlsource import Problem, SourceError
 
@@ -192,6 +193,9 @@ class Config(Section):
     calendars: dict[str, CalendarConfig] = Field(default_factory=dict)
     outbox: OutboxConfig = OutboxConfig()
     outbound_email: OutboundEmailConfig = OutboundEmailConfig()
+    telegram: TelegramConfig = TelegramConfig()
+    sms: SmsConfig = SmsConfig()
+    twitter: TwitterConfig = TwitterConfig()
     source: str = Field("<defaults>", exclude=True)
 
     @field_validator("rules_timezone")

@@ -8,7 +8,7 @@ import logging
 import signal
 import time
 
-from channels import mime
+from channels import chat, mime
 from channels.email_out import EmailSender
 from channels.smtp import SmtpChannel
 from ingest import cases
@@ -37,9 +37,8 @@ class Daemon:
         self.metrics = Metrics()
         self.store = Store(config.database)
         self.rules = RuleWatcher(config)
-        self.pipeline = Pipeline(
-            self.store, config, self.clock, {mime.CHANNEL: mime.parse}, self.metrics, self.rules
-        )
+        parsers = {mime.CHANNEL: mime.parse, **chat.PARSERS}
+        self.pipeline = Pipeline(self.store, config, self.clock, parsers, self.metrics, self.rules)
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self.journal = Journal(self.store, self.clock, self._wake.set)
@@ -49,6 +48,19 @@ class Daemon:
         senders: dict[str, Sender] = {}
         if config.outbound_email.enabled:
             senders["email"] = EmailSender(config.outbound_email, self.clock)
+        # --- chat channels (Telegram, SMS, X): senders, webhooks, pollers ---
+        self.chat_senders = chat.senders(config)
+        senders.update(self.chat_senders)
+        self.chat = chat.ChatChannels(
+            config,
+            self.store,
+            self.journal,
+            self.metrics,
+            self.clock,
+            self.health,
+            ready=lambda: self.health.ready and not self._stopping.is_set(),
+        )
+        # --- end chat channels ---
         self.outbox = OutboxDelivery(self.store, config.outbox, self.clock, senders)
         self._outbox_wake = asyncio.Event()
         self.smtp: SmtpChannel | None = None
@@ -61,7 +73,7 @@ class Daemon:
         log.info("ingestd starting", extra={"database": redacted(self.store.url)})
         # HTTP first, so that /healthz can say what start-up is waiting for.
         if self.config.http.enabled:
-            self.http = HttpServer(self.config.http, build_app(self.health))
+            self.http = HttpServer(self.config.http, build_app(self.health, self.chat.routes()))
             await self.http.start()
         if not await self._prepare_store():
             if self.http:
@@ -77,6 +89,7 @@ class Daemon:
                 self.smtp = SmtpChannel(self.config.smtp, self.journal, self.metrics)
                 await self.smtp.start()
                 self.health.set("smtp", True, port=self.smtp.port)
+            await self.chat.start()
             log.info("ingestd ready")
             await self._stopping.wait()
         finally:
@@ -193,6 +206,7 @@ class Daemon:
         # Order matters: stop taking mail, write what was accepted, process it.
         if self.smtp:
             await self.smtp.stop()
+        await self.chat.stop()
         await self.journal.stop()
         self._stopping.set()
         self._outbox_wake.set()
@@ -208,6 +222,7 @@ class Daemon:
                 break
         if self.http:
             await self.http.stop()
+        await chat.close_senders(self.chat_senders)
         self.store.dispose()
         log.info("ingestd stopped")
 
