@@ -156,13 +156,20 @@ class Daemon:
         self.config_path.write_text(yaml.safe_dump(config))
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 30.0, wait_healthy: bool = True) -> Daemon:
+    def start(
+        self,
+        timeout: float = 30.0,
+        wait_healthy: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> Daemon:
+        """`env`: extra environment, e.g. INGESTD_FAILPOINTS for a crash test."""
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "ingest", "--config", str(self.config_path), "run"],
             cwd=self.workdir,
             stdout=log,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **env} if env else None,
         )
         if not wait_healthy:
             return self
