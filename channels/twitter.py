@@ -248,13 +248,14 @@ class XAccount:
             users, media = _includes(page)
             for event in page.get("data") or []:
                 event_id = int(event["id"])
-                created = _parse_time(event.get("created_at"))
-                if (since is not None and event_id <= since) or (
-                    since is None and start is not None and created is not None and created < start
-                ):
+                if since is not None and event_id <= since:
                     done = True  # newest first: everything after this was seen
                     break
                 newest = max(newest or 0, event_id)
+                created = _parse_time(event.get("created_at"))
+                if since is None and start and created and created < start:
+                    done = True  # older than the first poll: not imported
+                    break
                 if str(event.get("sender_id")) == str(self.me["id"]):
                     continue  # our own answers
                 keys = (event.get("attachments") or {}).get("media_keys") or []

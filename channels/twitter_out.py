@@ -56,11 +56,13 @@ class TwitterSender:
         if not text:
             raise PermanentFailure("the message has no text")
         reply_to = message.headers.get(REPLY_TO_HEADER)
-        mode = message.headers.get(MODE_HEADER) or ("reply" if reply_to else "")
+        mode = message.headers.get(MODE_HEADER) or "reply"
         if mode == "dm":
             return await self._dm(client, message, text)
         if mode == "reply" and not reply_to:
-            raise PermanentFailure(f"an X reply needs {REPLY_TO_HEADER}")
+            raise PermanentFailure(
+                f"an X reply needs {REPLY_TO_HEADER} (or {MODE_HEADER}: dm or post)"
+            )
         if mode not in ("reply", "post"):
             raise PermanentFailure(f"{MODE_HEADER} must be reply, dm or post, not {mode!r}")
         parts = split_numbered(text, X_POST_LIMIT, x_weighted_length)
