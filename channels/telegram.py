@@ -19,6 +19,7 @@ import contextlib
 import hmac
 import json
 import logging
+import os
 from datetime import timedelta
 from typing import Any
 
@@ -42,6 +43,10 @@ from ingest.store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
+# Opt in now to what PTB 23 makes the default (time periods as timedelta), which
+# also silences a deprecation warning on every flood-control error.
+os.environ.setdefault("PTB_TIMEDELTA", "true")
+
 ALLOWED_UPDATES = ["message", "edited_message"]
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 (a header name)
 AFTER_COMMIT = "telegram.after_commit"  # failpoint: journaled, offset not yet stored
@@ -53,8 +58,8 @@ def make_bot(config: TelegramBotConfig, section: TelegramConfig, read_timeout: f
     redact_secret(token)
     return Bot(
         token,
-        base_url=section.base_url,
-        base_file_url=section.base_file_url,
+        base_url=config.base_url or section.base_url,
+        base_file_url=config.base_file_url or section.base_file_url,
         local_mode=section.local_mode,
         request=HTTPXRequest(connection_pool_size=8, read_timeout=read_timeout),
         get_updates_request=HTTPXRequest(connection_pool_size=1, read_timeout=10),

@@ -41,6 +41,9 @@ class TelegramBotConfig(Section):
     webhook_secret: SecretStr | None = Field(
         None, description="sent back by Telegram in X-Telegram-Bot-Api-Secret-Token"
     )
+    # This bot only: another Bot API server (a local one) than the section's.
+    base_url: str | None = None
+    base_file_url: str | None = None
 
     @field_validator("token")
     @classmethod

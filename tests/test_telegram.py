@@ -357,3 +357,88 @@ def test_webhook_checks_the_secret_and_stores_before_answering(tmp_path: Any) ->
                 await bot.close()
 
         asyncio.run(run())
+
+
+def test_several_bots_are_polled_and_answer_each_their_own(tmp_path: Any) -> None:
+    other_token = "987654321:AAF-second_bot_token_0123456789abcdef"
+    with (
+        serving(FakeTelegram()) as first,
+        serving(FakeTelegram(token=other_token, username="acme_billing_bot")) as second,
+    ):
+        first.add("message", **tg_message(1, "Sales question"))
+        second.add("message", **tg_message(1, "Billing question", user=tg_user(4712, "Bob")))
+        # Flood control on the second bot's first poll: it waits, then carries on.
+        second.fail(
+            "getUpdates",
+            429,
+            {
+                "ok": False,
+                "error_code": 429,
+                "description": "Too Many Requests: retry after 1",
+                "parameters": {"retry_after": 1},
+            },
+        )
+
+        async def run() -> None:
+            config = telegram_config(first)
+            config["bots"].append(
+                {
+                    "name": "billing",
+                    "token": other_token,
+                    "base_url": second.base_url,
+                    "base_file_url": second.base_file_url,
+                }
+            )
+            async with ChatKit(f"sqlite:///{tmp_path / 'db.sqlite'}", telegram=config) as kit:
+                bots = [
+                    TelegramBot(c, kit.config.telegram, kit.acceptor, kit.store, kit.clock)
+                    for c in kit.config.telegram.bots
+                ]
+                tasks = [asyncio.create_task(bot.poll()) for bot in bots]
+                try:
+                    await until(lambda: len(kit.journal_rows("telegram")) == 2)
+                    # The refused poll was asked again (after retry_after), not given up.
+                    assert second.server.call(lambda: second.calls.count("getUpdates")) >= 2
+                finally:
+                    for task in tasks:
+                        task.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+                keys = sorted(r.external_id for r in kit.journal_rows("telegram"))
+                assert keys == sorted([f"{BOT_ID}:1001", "987654321:1001"])
+                kit.process()
+                routes = sorted(
+                    (a.reply_route or {})["headers"]["Telegram-Bot"] for a in kit.activities()
+                )
+                assert routes == ["billing", "main"]
+
+                sender = TelegramSender(kit.config.telegram)
+                kit.enqueue(
+                    "telegram", "4712", "Your invoice is on its way", **{"Telegram-Bot": "billing"}
+                )
+                kit.enqueue("telegram", "4711", "Busy right now")  # no bot named: two exist
+                # Flood control while sending: the row waits and goes later.
+                second.fail(
+                    "sendMessage",
+                    429,
+                    {
+                        "ok": False,
+                        "error_code": 429,
+                        "description": "Too Many Requests",
+                        "parameters": {"retry_after": 3},
+                    },
+                )
+                await kit.send_outbox({"telegram": sender})
+                billing, unnamed = kit.outbox_rows()
+                assert billing.state == OutboxState.PENDING.value
+                assert "flood control" in (billing.last_error or "")
+                assert unnamed.state == OutboxState.FAILED.value
+                kit.advance(minutes=5)
+                await kit.send_outbox({"telegram": sender})
+                [sent] = second.server.call(lambda: list(second.sent))
+                assert (sent["chat_id"], sent["text"]) == (4712, "Your invoice is on its way")
+                assert first.server.call(lambda: list(first.sent)) == []
+                await sender.close()
+                for bot in bots:
+                    await bot.close()
+
+        asyncio.run(run())
