@@ -95,9 +95,10 @@ def record_inbound(
         in_reply_to=msg.in_reply_to,
         references=msg.references,
         journal_id=journal_id,
-        reply_route=msg.reply_route.as_dict() if msg.reply_route else None,
         created_at=now,
     )
+    if msg.reply_route is not None:  # left unset otherwise: SQL NULL, not JSON null
+        activity.reply_route = msg.reply_route.as_dict()
     session.add(activity)
     for item in msg.attachments:
         by_url = item.url is not None and not item.data
