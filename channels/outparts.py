@@ -1,4 +1,6 @@
-"""Sending a reply in parts, so that a retry after a failed part sends only the rest.
+"""What the chat senders share: replies sent in parts, and the account a row names.
+
+Sending in parts: a retry after a failed part sends only the rest.
 
 An outbox row is one message to us, but a channel may need several sends
 (a long Telegram text, an SMS over 1,600 characters, an X thread). The parts
@@ -9,7 +11,12 @@ at-least-once window (see ingest/outbox.py), unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TypeVar
+
+from ingest.outbox import PermanentFailure
+
+T = TypeVar("T")
 
 # Sends part number `index` (from 0); gets the id of the part sent before it (an X
 # thread replies to it), returns the id of the part it sent.
@@ -30,3 +37,13 @@ class PartProgress:
             done.append(await send_one(index, parts[index], done[-1] if done else None))
         del self._sent[row_id]
         return done
+
+
+def configured(items: Mapping[str, T], name: str | None, what: str) -> T:
+    """The configured bot or account a row names; with only one configured, that one."""
+    if not name and len(items) == 1:
+        return next(iter(items.values()))
+    if not name or name not in items:
+        known = ", ".join(items) or "none"
+        raise PermanentFailure(f"no configured {what} {name!r} (configured: {known})")
+    return items[name]

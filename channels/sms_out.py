@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from channels.outparts import PartProgress
+from channels.outparts import PartProgress, configured
 from channels.signatures import SIGNATURE_HEADER, TIMESTAMP_HEADER, hmac_signature
 from channels.sms_parse import ACCOUNT_HEADER, CHANNEL, FROM_HEADER
 from channels.textsplit import split
@@ -37,15 +37,10 @@ class SmsSender:
 
     def _account(self, message: OutboundMessage) -> SmsAccountConfig:
         name = message.headers.get(ACCOUNT_HEADER)
-        if not name:
-            sender = message.headers.get(FROM_HEADER)
-            owners = [a for a in self.accounts.values() if sender and sender in a.numbers]
-            candidates = owners or list(self.accounts.values())
-            if len(candidates) == 1:
-                return candidates[0]
-        if not name or name not in self.accounts:
-            raise PermanentFailure(f"no configured SMS account {name!r}")
-        return self.accounts[name]
+        sender = message.headers.get(FROM_HEADER)
+        if not name and sender:  # the account that owns the number to send from
+            name = next((a.name for a in self.accounts.values() if sender in a.numbers), None)
+        return configured(self.accounts, name, "SMS account")
 
     async def send(self, message: OutboundMessage) -> Sent:
         account = self._account(message)

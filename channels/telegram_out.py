@@ -11,7 +11,7 @@ import contextlib
 from datetime import timedelta
 
 import httpx
-from telegram import Bot, ReplyParameters
+from telegram import ReplyParameters
 from telegram.error import (
     BadRequest,
     ChatMigrated,
@@ -21,7 +21,7 @@ from telegram.error import (
     TelegramError,
 )
 
-from channels.outparts import PartProgress
+from channels.outparts import PartProgress, configured
 from channels.telegram import make_bot
 from channels.telegram_parse import BOT_HEADER, CHANNEL, REPLY_TO_HEADER, message_key
 from channels.textsplit import TELEGRAM_LIMIT, split, utf16_length
@@ -34,23 +34,12 @@ class TelegramSender:
 
     def __init__(self, config: TelegramConfig) -> None:
         self.config = config
-        self.bots = {b.name: (b.bot_id, make_bot(b, config)) for b in config.bots}
+        self.bots = {b.name: (b.name, b.bot_id, make_bot(b, config)) for b in config.bots}
         self._ready: set[str] = set()
         self.progress = PartProgress()
 
-    def _bot(self, message: OutboundMessage) -> tuple[str, str, Bot]:
-        name = message.headers.get(BOT_HEADER)
-        if not name and len(self.bots) == 1:
-            name = next(iter(self.bots))
-        if not name or name not in self.bots:
-            raise PermanentFailure(
-                f"no configured Telegram bot {name!r} (bots: {', '.join(self.bots) or 'none'})"
-            )
-        bot_id, bot = self.bots[name]
-        return name, bot_id, bot
-
     async def send(self, message: OutboundMessage) -> Sent:
-        name, bot_id, bot = self._bot(message)
+        name, bot_id, bot = configured(self.bots, message.headers.get(BOT_HEADER), "Telegram bot")
         text = (message.body_text or "").strip()
         if not text:
             raise PermanentFailure("the message has no text")
@@ -100,4 +89,4 @@ class TelegramSender:
     async def close(self) -> None:
         for name in self._ready:
             with contextlib.suppress(Exception):
-                await self.bots[name][1].shutdown()
+                await self.bots[name][2].shutdown()

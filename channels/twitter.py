@@ -19,14 +19,14 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 import aiohttp
 from tweepy.errors import HTTPException, TooManyRequests, TwitterServerError
 
 from channels.acceptor import Acceptor
-from channels.twitter_parse import CHANNEL, DM, MENTION, dm_key, post_key
+from channels.twitter_parse import CHANNEL, DM, MENTION, dm_key, parse_time, post_key
 from channels.xapi import close_client, make_client
 from ingest import cursors, failpoints
 from ingest.channelconfig import TwitterAccountConfig, TwitterConfig
@@ -63,10 +63,8 @@ DM_FIELDS = [
 ]
 
 
-class RateLimited(Exception):
-    def __init__(self, wait: float) -> None:
-        super().__init__(f"rate limited for {wait:g}s")
-        self.wait = wait
+# A post or DM event as the API gave it, its author, and its media objects.
+Found = tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]
 
 
 class XAccount:
@@ -192,7 +190,7 @@ class XAccount:
             params["since_id"] = cursor["since_id"]
         else:
             params["start_time"] = cursor["start_time"]
-        posts: list[tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]] = []
+        posts: list[Found] = []
         newest: int | None = None
         token: str | None = None
         for _ in range(MAX_PAGES):
@@ -215,12 +213,7 @@ class XAccount:
             token = (page.get("meta") or {}).get("next_token")
             if not token:
                 break
-        posts.sort(key=lambda p: int(p[0]["id"]))  # oldest first, as they happened
-        for post, author, attached in posts:
-            await self._journal(MENTION, post_key(post["id"]), post, author, attached)
-        if newest is not None:
-            failpoints.hit(AFTER_COMMIT)
-            await self._advance(name, {"since_id": str(newest)})
+        await self._commit(name, MENTION, posts, newest)
 
     # -- direct messages ----------------------------------------------------------
 
@@ -229,8 +222,8 @@ class XAccount:
         name = f"twitter:{self.config.name}:dms"
         cursor = await self._cursor(name)
         since = int(cursor["since_id"]) if cursor.get("since_id") else None
-        start = _parse_time(cursor.get("start_time"))
-        events: list[tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]] = []
+        start = parse_time(cursor.get("start_time"))
+        events: list[Found] = []
         newest: int | None = None
         token: str | None = None
         done = False
@@ -252,7 +245,7 @@ class XAccount:
                     done = True  # newest first: everything after this was seen
                     break
                 newest = max(newest or 0, event_id)
-                created = _parse_time(event.get("created_at"))
+                created = parse_time(event.get("created_at"))
                 if since is None and start and created and created < start:
                     done = True  # older than the first poll: not imported
                     break
@@ -269,14 +262,19 @@ class XAccount:
             token = (page.get("meta") or {}).get("next_token")
             if done or not token:
                 break
-        events.sort(key=lambda e: int(e[0]["id"]))
-        for event, author, attached in events:
-            await self._journal(DM, dm_key(event["id"]), event, author, attached)
-        if newest is not None:
-            failpoints.hit(AFTER_COMMIT)
-            await self._advance(name, {"since_id": str(newest)})
+        await self._commit(name, DM, events, newest)
 
     # -- journal and cursors ------------------------------------------------------
+
+    async def _commit(self, cursor: str, kind: str, found: list[Found], newest: int | None) -> None:
+        """Journal what was found, oldest first as it happened; then move the cursor."""
+        found.sort(key=lambda f: int(f[0]["id"]))
+        for item, author, media in found:
+            key = post_key(item["id"]) if kind == MENTION else dm_key(item["id"])
+            await self._journal(kind, key, item, author, media)
+        if newest is not None:
+            failpoints.hit(AFTER_COMMIT)
+            await self._advance(cursor, {"since_id": str(newest)})
 
     async def _journal(
         self,
@@ -326,12 +324,3 @@ def _includes(page: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str
     users = {str(u["id"]): u for u in includes.get("users") or []}
     media = {str(m["media_key"]): m for m in includes.get("media") or []}
     return users, media
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
-    except ValueError:
-        return None

@@ -23,7 +23,7 @@ from tweepy.errors import (
     Unauthorized,
 )
 
-from channels.outparts import PartProgress
+from channels.outparts import PartProgress, configured
 from channels.textsplit import X_DM_LIMIT, X_POST_LIMIT, split, split_numbered, x_weighted_length
 from channels.twitter_parse import ACCOUNT_HEADER, CHANNEL, MODE_HEADER, REPLY_TO_HEADER
 from channels.xapi import close_client, make_client
@@ -41,14 +41,10 @@ class TwitterSender:
         self.progress = PartProgress()
 
     def _client(self, message: OutboundMessage) -> AsyncClient:
-        name = message.headers.get(ACCOUNT_HEADER)
-        if not name and len(self.accounts) == 1:
-            name = next(iter(self.accounts))
-        if not name or name not in self.accounts:
-            raise PermanentFailure(f"no configured X account {name!r}")
-        if name not in self._clients:  # aiohttp sessions belong to the running loop
-            self._clients[name] = make_client(self.accounts[name], self.config)
-        return self._clients[name]
+        account = configured(self.accounts, message.headers.get(ACCOUNT_HEADER), "X account")
+        if account.name not in self._clients:  # aiohttp sessions belong to the running loop
+            self._clients[account.name] = make_client(account, self.config)
+        return self._clients[account.name]
 
     async def send(self, message: OutboundMessage) -> Sent:
         client = self._client(message)

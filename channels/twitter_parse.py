@@ -76,7 +76,7 @@ def parse(raw: bytes, meta: dict[str, Any]) -> InboundMessage:
         message_id=message_id,
         in_reply_to=in_reply_to,
         references=references,
-        sent_at=_when(item.get("created_at")),
+        sent_at=parse_time(item.get("created_at")),
         language=lang.lower() if lang and lang not in _NO_LANGUAGE else None,
         fields={
             "twitter.kind": kind,
@@ -106,7 +106,8 @@ def _attachment(media: dict[str, Any]) -> InboundAttachment | None:
     )
 
 
-def _when(value: Any) -> datetime | None:
+def parse_time(value: Any) -> datetime | None:
+    """An X API timestamp ("2026-11-26T09:00:00.000Z") as an aware UTC datetime."""
     if not isinstance(value, str):
         return None
     try:

@@ -12,12 +12,16 @@ from ingest.store.models import Contact, ContactIdentity
 
 
 def find_contact(session: Session, kind: str, address: str) -> Contact | None:
-    identity = session.execute(
+    identity = _identity(session, kind, address)
+    return identity.contact if identity else None
+
+
+def _identity(session: Session, kind: str, address: str) -> ContactIdentity | None:
+    return session.execute(
         select(ContactIdentity).where(
             ContactIdentity.kind == kind, ContactIdentity.address == address
         )
     ).scalar_one_or_none()
-    return identity.contact if identity else None
 
 
 def resolve_contact(
@@ -64,11 +68,7 @@ def remember_names(
     session: Session, kind: str, address: str, display_name: str | None, handle: str | None
 ) -> None:
     """Keep an identity's display name and handle current: chat users rename themselves."""
-    identity = session.execute(
-        select(ContactIdentity).where(
-            ContactIdentity.kind == kind, ContactIdentity.address == address
-        )
-    ).scalar_one_or_none()
+    identity = _identity(session, kind, address)
     if identity is None:
         return
     if display_name and identity.display_name != display_name:
