@@ -121,13 +121,22 @@ class TelegramBot:
             return None
         files = [await self._fetch(ref) for ref in files_of(message, self.section.max_file_size)]
         raw = json.dumps({"update": data, "files": files}, ensure_ascii=False).encode()
-        meta = {
+        return Delivery(CHANNEL, f"{self.config.bot_id}:{update.update_id}", raw, self._meta())
+
+    def _meta(self) -> dict[str, Any]:
+        return {
             "listener": f"telegram-{self.config.mode}",
             "bot": self.config.name,
             "bot_id": self.config.bot_id,
             "bot_username": self.username,
         }
-        return Delivery(CHANNEL, f"{self.config.bot_id}:{update.update_id}", raw, meta)
+
+    def quarantine(self, data: dict[str, Any], error: Exception) -> Delivery:
+        """An update we cannot read is still journaled, as it came: it becomes a dead
+        letter with its error, and it does not block the updates after it."""
+        log.warning("telegram update not readable", extra={**self.fields, "error": repr(error)})
+        raw = json.dumps({"update": data, "files": [], "error": repr(error)}).encode()
+        return Delivery(CHANNEL, f"{self.config.bot_id}:{data.get('update_id')}", raw, self._meta())
 
     async def _fetch(self, ref: FileRef) -> dict[str, Any]:
         item: dict[str, Any] = {
@@ -208,7 +217,11 @@ class TelegramBot:
         if not updates:
             return offset
         for update in updates:
-            delivery = await self.delivery(update.to_dict())
+            data = update.to_dict()
+            try:
+                delivery = await self.delivery(data)
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                delivery = self.quarantine(data, exc)
             if delivery is None:
                 continue
             if await self.acceptor.accept(delivery) is None:
@@ -287,13 +300,16 @@ class TelegramBot:
             data = json.loads(body)
             if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
                 raise ValueError("no update_id")
+        except ValueError as exc:
+            return acceptor.refuse(
+                CHANNEL, 400, f"not an update: {exc}", "bad_request", bot=self.config.name
+            )
+        try:
             delivery = await self.delivery(data)
         except (TelegramError, httpx.HTTPError) as exc:
             return acceptor.unavailable(CHANNEL, f"could not fetch a file: {exc}")
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            return acceptor.refuse(
-                CHANNEL, 400, f"not an update: {exc}", "bad_request", bot=self.config.name
-            )
+            delivery = self.quarantine(data, exc)
         if delivery is None:
             return JSONResponse({"ok": True, "ignored": True})
         receipt = await acceptor.accept(delivery)

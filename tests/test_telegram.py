@@ -345,14 +345,23 @@ def test_webhook_checks_the_secret_and_stores_before_answering(tmp_path: Any) ->
                         {"update_id": 78, "my_chat_member": {"x": 1}},
                     )
                     assert other.json() == {"ok": True, "ignored": True}
+                    # Authentic but unreadable: kept as it came, to end as a dead letter.
+                    broken = await post(
+                        {SECRET_HEADER: SECRET}, {"update_id": 79, "message": {"message_id": 5}}
+                    )
+                    assert broken.status_code == 200
 
-                [row] = kit.journal_rows("telegram")
+                row, unreadable = kit.journal_rows("telegram")
                 assert (row.external_id, row.duplicate_count) == (f"{BOT_ID}:77", 1)
                 assert row.meta["listener"] == "telegram-webhook"
+                assert unreadable.external_id == f"{BOT_ID}:79"
                 kit.process()
                 [case] = kit.cases()
                 assert case.title == "Webhook hello"
-                assert kit.journal_rows("telegram")[0].outcome == Outcome.CREATED.value
+                row, unreadable = kit.journal_rows("telegram")
+                assert row.outcome == Outcome.CREATED.value
+                assert unreadable.outcome == Outcome.FAILED.value
+                assert unreadable.last_error
                 assert kit.metrics.rejected.labels("telegram", "bad_signature")._value.get() == 3
                 await bot.close()
 
