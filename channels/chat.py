@@ -11,47 +11,72 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.routing import BaseRoute
 
-from channels import sms_parse, telegram_parse, twitter_parse
 from channels.acceptor import Acceptor
 from channels.base import Parser
-from channels.sms import SmsWebhooks
-from channels.sms_out import SmsSender
-from channels.telegram import TelegramBot
-from channels.telegram_out import TelegramSender
-from channels.twitter import XAccount
-from channels.twitter_out import TwitterSender
 from ingest.clock import Clock
 from ingest.config import Config
 from ingest.health import Health
 from ingest.journal import Journal
 from ingest.leases import LeasedWork
+from ingest.message import InboundMessage
 from ingest.metrics import Metrics
 from ingest.outbox import Sender
 from ingest.store import Store
 
+if TYPE_CHECKING:
+    from channels.sms import SmsWebhooks
+    from channels.telegram import TelegramBot
+    from channels.twitter import XAccount
+
 log = logging.getLogger(__name__)
 
-PARSERS: dict[str, Parser] = {
-    telegram_parse.CHANNEL: telegram_parse.parse,
-    sms_parse.CHANNEL: sms_parse.parse,
-    twitter_parse.CHANNEL: twitter_parse.parse,
-}
 REPORT_EVERY = 1.0
+
+# The provider libraries (python-telegram-bot, tweepy, aiohttp) are imported only
+# by a daemon that uses them: every daemon and CLI start pays for what it imports.
+
+
+def _telegram(raw: bytes, meta: dict[str, Any]) -> InboundMessage:
+    from channels import telegram_parse
+
+    return telegram_parse.parse(raw, meta)
+
+
+def _sms(raw: bytes, meta: dict[str, Any]) -> InboundMessage:
+    from channels import sms_parse
+
+    return sms_parse.parse(raw, meta)
+
+
+def _twitter(raw: bytes, meta: dict[str, Any]) -> InboundMessage:
+    from channels import twitter_parse
+
+    return twitter_parse.parse(raw, meta)
+
+
+# Journal rows of every chat channel are parsed, configured or not (rows stay).
+PARSERS: dict[str, Parser] = {"telegram": _telegram, "sms": _sms, "twitter": _twitter}
 
 
 def senders(config: Config) -> dict[str, Sender]:
     """The outbox senders of the configured chat channels."""
     found: dict[str, Sender] = {}
     if config.telegram.bots:
-        found[telegram_parse.CHANNEL] = TelegramSender(config.telegram)
+        from channels.telegram_out import TelegramSender
+
+        found["telegram"] = TelegramSender(config.telegram)
     if config.sms.accounts:
-        found[sms_parse.CHANNEL] = SmsSender(config.sms)
+        from channels.sms_out import SmsSender
+
+        found["sms"] = SmsSender(config.sms)
     if config.twitter.accounts:
-        found[twitter_parse.CHANNEL] = TwitterSender(config.twitter)
+        from channels.twitter_out import TwitterSender
+
+        found["twitter"] = TwitterSender(config.twitter)
     return found
 
 
@@ -76,22 +101,35 @@ class ChatChannels:
     ) -> None:
         self.health = health
         self.acceptor = Acceptor(journal, metrics, ready)
-        self.bots = [
-            TelegramBot(bot, config.telegram, self.acceptor, store, clock)
-            for bot in config.telegram.bots
-        ]
-        self.sms = SmsWebhooks(config.sms, self.acceptor) if config.sms.accounts else None
-        self.accounts = [
-            XAccount(
-                account,
-                config.twitter,
-                self.acceptor,
-                store,
-                clock,
-                on_rate_limit=metrics.rate_limited.labels(twitter_parse.CHANNEL).inc,
+        self.bots: list[TelegramBot] = []
+        self.sms: SmsWebhooks | None = None
+        self.accounts: list[XAccount] = []
+        if config.telegram.bots:
+            from channels.telegram import TelegramBot
+
+            self.bots = [
+                TelegramBot(bot, config.telegram, self.acceptor, store, clock)
+                for bot in config.telegram.bots
+            ]
+        if config.sms.accounts:
+            from channels.sms import SmsWebhooks
+
+            self.sms = SmsWebhooks(config.sms, self.acceptor)
+        if config.twitter.accounts:
+            from channels.twitter import XAccount
+
+            rate_limited = metrics.rate_limited.labels("twitter").inc
+            self.accounts = [
+                XAccount(
+                    account, config.twitter, self.acceptor, store, clock, on_rate_limit=rate_limited
+                )
+                for account in config.twitter.accounts
+            ]
+        if self.routes() and not config.http.enabled:
+            log.error(
+                "webhooks configured but http.enabled is false: they cannot be reached",
+                extra={"routes": [getattr(r, "path", "") for r in self.routes()]},
             )
-            for account in config.twitter.accounts
-        ]
         self._leases: dict[str, LeasedWork] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
