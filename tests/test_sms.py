@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from channels.signatures import hmac_problem, hmac_signature, twilio_signature, twilio_valid
+from channels.sms import SmsWebhooks
 from channels.sms_out import SmsSender
 from channels.sms_parse import parse
 from channels.textsplit import split, split_numbered, utf16_length, x_weighted_length
@@ -260,6 +261,50 @@ def test_sms_sender_speaks_twilio_and_the_generic_provider(tmp_path: Any) -> Non
                 assert "429" in (rows[third].last_error or "")
                 assert rows[fourth].state == OutboxState.PENDING.value
                 assert "500" in (rows[fourth].last_error or "")
+                await sender.close()
+
+        asyncio.run(run())
+
+
+def test_a_messaging_service_finds_the_account_and_sends_for_it(tmp_path: Any) -> None:
+    with serving(FakeSmsProvider()) as fake:
+
+        async def run() -> None:
+            service = {
+                "accounts": [
+                    {
+                        "name": "numbers",
+                        "provider": "twilio",
+                        "account_sid": "AC-other",
+                        "auth_token": "other-token-0123",
+                        "numbers": ["+14155550100"],
+                    },
+                    {
+                        "name": "service",
+                        "provider": "twilio",
+                        "account_sid": fake.account_sid,
+                        "auth_token": fake.auth_token,
+                        "messaging_service_sid": "MG0123",
+                        "api_base_url": fake.server.url,
+                    },
+                ]
+            }
+            async with ChatKit(f"sqlite:///{tmp_path / 'db.sqlite'}", sms=service) as kit:
+                hooks = SmsWebhooks(kit.config.sms, kit.acceptor)
+                found = hooks._twilio_account("+14155550999", "MG0123")
+                assert found is not None
+                assert found.name == "service"
+                by_number = hooks._twilio_account("+14155550100", None)
+                assert by_number is not None
+                assert by_number.name == "numbers"
+                assert hooks._twilio_account("+14155550999", "MG9999") is None
+
+                sender = SmsSender(kit.config.sms)
+                kit.enqueue("sms", "+4915112345678", "Hi", **{"SMS-Account": "service"})
+                await kit.send_outbox({"sms": sender})
+                [sent] = fake.server.call(lambda: list(fake.messages))
+                assert (sent["MessagingServiceSid"], sent["To"]) == ("MG0123", "+4915112345678")
+                assert "From" not in sent
                 await sender.close()
 
         asyncio.run(run())
