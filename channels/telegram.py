@@ -3,8 +3,9 @@
 Polling calls `getUpdates` itself rather than through PTB's `Updater`: the
 Updater confirms updates to Telegram (by asking for a higher offset) before
 our journal has committed them. Here the offset is stored, and sent, only
-after every update below it is in the journal; a crash in between re-reads a
-few updates, which the journal's key (bot id, update id) drops.
+after every update below it is in the journal; a crash in between leaves
+them unconfirmed at Telegram, so they come again and the journal's key (bot
+id, update id) drops the copies.
 
 Files (photos, documents, voice...) are fetched through the Bot API before the
 update is journaled, so processing never waits on Telegram; a file larger than
@@ -20,6 +21,7 @@ import hmac
 import json
 import logging
 import os
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -51,6 +53,7 @@ ALLOWED_UPDATES = ["message", "edited_message"]
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 (a header name)
 AFTER_COMMIT = "telegram.after_commit"  # failpoint: journaled, offset not yet stored
 MAX_BACKOFF = 60.0
+IDLE_RESET = 6 * 24 * 3600.0  # seconds without updates before the offset is dropped
 
 
 def make_bot(config: TelegramBotConfig, section: TelegramConfig, read_timeout: float = 30) -> Bot:
@@ -90,6 +93,7 @@ class TelegramBot:
         self.username: str | None = None
         self.cursor_name = f"telegram:{config.bot_id}:offset"
         self.status: dict[str, Any] = {"ok": True, "mode": config.mode}
+        self._last_update = time.monotonic()
         self._secret = (
             config.webhook_secret.get_secret_value().encode() if config.webhook_secret else b""
         )
@@ -176,9 +180,16 @@ class TelegramBot:
         )
 
     async def poll(self) -> None:
-        """getUpdates forever (while this daemon holds the bot's lease)."""
+        """getUpdates forever (while this daemon holds the bot's lease).
+
+        The first call of a session sends no offset: Telegram then returns every
+        update not yet confirmed, which is exactly what may be missing from the
+        journal (a stored offset adds nothing, and is wrong after Telegram
+        renumbers). Each later call confirms what the journal holds.
+        """
         delay = 1.0
         offset: int | None = None
+        self._last_update = time.monotonic()
         ready = False
         while True:
             try:
@@ -186,8 +197,11 @@ class TelegramBot:
                     await self.identify()
                     # getUpdates answers 409 while a webhook is set.
                     await self.bot.delete_webhook(drop_pending_updates=False)
-                    offset = await asyncio.to_thread(self._read_offset)
                     ready = True
+                if time.monotonic() - self._last_update > IDLE_RESET:
+                    # Telegram numbers updates afresh, at random, after a week without
+                    # any; an old offset above the new numbers would confirm (drop) them.
+                    offset = None
                 updates = await self.bot.get_updates(
                     offset=offset,
                     timeout=self.section.poll_timeout,
@@ -216,6 +230,7 @@ class TelegramBot:
         """Journal a batch of updates, then store and return the next offset."""
         if not updates:
             return offset
+        self._last_update = time.monotonic()
         for update in updates:
             data = update.to_dict()
             try:
@@ -230,11 +245,6 @@ class TelegramBot:
         following = max(u.update_id for u in updates) + 1
         await asyncio.to_thread(self._write_offset, following)
         return following
-
-    def _read_offset(self) -> int | None:
-        with self.store.read() as session:
-            value = cursors.get(session, self.cursor_name)
-        return int(value["offset"]) if value and "offset" in value else None
 
     def _write_offset(self, offset: int) -> None:
         with self.store.write() as session:
