@@ -97,17 +97,21 @@ def record_inbound(
         journal_id=journal_id,
         created_at=now,
     )
+    if msg.reply_route is not None:  # left unset otherwise: SQL NULL, not JSON null
+        activity.reply_route = msg.reply_route.as_dict()
     session.add(activity)
     for item in msg.attachments:
-        digest = store_blob(session, item.data, now)
+        by_url = item.url is not None and not item.data
+        digest = None if by_url else store_blob(session, item.data, now)
         activity.attachments.append(
             Attachment(
                 filename=item.filename,
                 content_type=item.content_type,
-                size=len(item.data),
+                size=None if by_url else len(item.data),
                 sha256=digest,
                 content_id=item.content_id,
                 inline=item.inline,
+                url=item.url,
             )
         )
     if case is not None:

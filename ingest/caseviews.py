@@ -70,6 +70,7 @@ def activity_view(activity: Activity) -> dict[str, Any]:
                 "size": a.size,
                 "sha256": a.sha256,
                 "inline": a.inline,
+                "url": a.url,
             }
             for a in activity.attachments
         ],

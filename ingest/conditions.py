@@ -273,6 +273,40 @@ FIELDS: dict[str, FieldSpec] = {
     )
 }
 
+
+def _channel_field(name: str) -> Callable[[Facts], Any]:
+    return lambda f: f.msg.fields.get(name)
+
+
+# What only one chat channel knows; missing (so no condition holds) on the others.
+CHANNEL_FIELDS: tuple[tuple[str, FieldType, str], ...] = (
+    ("telegram.chat_type", "text", "private, group, supergroup or channel"),
+    ("telegram.username", "text", "the sender's Telegram username, without @"),
+    ("telegram.bot", "text", "the username of the bot written to"),
+    ("telegram.edited", "flag", "an edit of an earlier message"),
+    ("telegram.command", "text", "the /command the text starts with, e.g. help"),
+    ("telegram.chat_title", "text", "the group's title (groups only)"),
+    ("telegram.is_bot", "flag", "the sender is a bot"),
+    ("sms.to", "text", "our number written to, E.164"),
+    ("sms.from_country", "text", "the sender's country, ISO code such as DE"),
+    ("sms.provider", "text", "twilio or generic"),
+    ("sms.account", "text", "the name of the SMS account in config"),
+    ("sms.media_count", "number", "how many MMS media"),
+    ("sms.segments", "number", "SMS segments the message took"),
+    ("sms.messaging_service", "text", "Twilio's MessagingServiceSid"),
+    ("sms.opt_out", "text", "Twilio's OptOutType: STOP, START or HELP"),
+    ("twitter.kind", "text", "mention or dm"),
+    ("twitter.lang", "text", "the post's language as X detected it, e.g. en"),
+    ("twitter.username", "text", "the sender's X username, without @"),
+    ("twitter.account", "text", "our account's username"),
+    ("twitter.conversation_id", "text", "the id of the thread's first post"),
+    ("twitter.is_reply", "flag", "the post replies to another post"),
+    ("twitter.verified", "flag", "the sender's account is verified"),
+)
+FIELDS.update(
+    (name, FieldSpec(name, kind, help, _channel_field(name))) for name, kind, help in CHANNEL_FIELDS
+)
+
 # Fields named by a prefix and a key the author chooses.
 PREFIXES: dict[str, tuple[str, Scope | None]] = {
     "message.header.": ("a mail header, e.g. message.header.x-priority", None),
@@ -762,7 +796,8 @@ def _inline(ftype: FieldType, op: str, operand: Any, fold: bool) -> Inline | Non
     if op in ("gt", "gte", "lt", "lte"):
         if ftype != "number":
             return None
-        return lambda v, bind: f"({v} {_COMPARE[op]} {bind(operand)})"
+        # A number field may be missing (a chat channel's count on another channel).
+        return lambda v, bind: f"({v} is not None and {v} {_COMPARE[op]} {bind(operand)})"
     if ftype != "text":
         return None
     if op == "contains":

@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 
 from ingest import yamlsource
 from ingest.calendars import CalendarConfig, load_calendars
+from ingest.channelconfig import SmsConfig, TelegramConfig, TwitterConfig
 from ingest.section import Section
 from ingest.slaconfig import SlaConfig
 from ingest.yamlsource import Problem, SourceError
@@ -268,6 +269,9 @@ class Config(Section):
     outbound_email: OutboundEmailConfig = OutboundEmailConfig()
     imap: ImapConfig = ImapConfig()
     sla: SlaConfig = SlaConfig()
+    telegram: TelegramConfig = TelegramConfig()
+    sms: SmsConfig = SmsConfig()
+    twitter: TwitterConfig = TwitterConfig()
     source: str = Field("<defaults>", exclude=True)
 
     @field_validator("rules_timezone")

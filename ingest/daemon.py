@@ -8,7 +8,7 @@ import logging
 import signal
 import time
 
-from channels import mime
+from channels import chat, mime
 from channels.email_out import EmailSender
 from channels.imap import ImapChannel
 from channels.smtp import SmtpChannel
@@ -40,9 +40,8 @@ class Daemon:
         self.metrics = Metrics()
         self.store = Store(config.database)
         self.rules = RuleWatcher(config)
-        self.pipeline = Pipeline(
-            self.store, config, self.clock, {mime.CHANNEL: mime.parse}, self.metrics, self.rules
-        )
+        parsers = {mime.CHANNEL: mime.parse, **chat.PARSERS}
+        self.pipeline = Pipeline(self.store, config, self.clock, parsers, self.metrics, self.rules)
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self.journal = Journal(self.store, self.clock, self._wake.set)
@@ -52,6 +51,19 @@ class Daemon:
         senders: dict[str, Sender] = {}
         if config.outbound_email.enabled:
             senders["email"] = EmailSender(config.outbound_email, self.clock)
+        # --- chat channels (Telegram, SMS, X): senders, webhooks, pollers ---
+        self.chat_senders = chat.senders(config)
+        senders.update(self.chat_senders)
+        self.chat = chat.ChatChannels(
+            config,
+            self.store,
+            self.journal,
+            self.metrics,
+            self.clock,
+            self.health,
+            ready=lambda: self.health.ready and not self._stopping.is_set(),
+        )
+        # --- end chat channels ---
         self.outbox = OutboxDelivery(self.store, config.outbox, self.clock, senders)
         self._outbox_wake = asyncio.Event()
         self.smtp: SmtpChannel | None = None
@@ -83,7 +95,7 @@ class Daemon:
             log.warning("test clock: time comes from a file", extra={"file": self.clock.path})
         # HTTP first, so that /healthz can say what start-up is waiting for.
         if self.config.http.enabled:
-            self.http = HttpServer(self.config.http, build_app(self.health))
+            self.http = HttpServer(self.config.http, build_app(self.health, self.chat.routes()))
             await self.http.start()
         if not await self._prepare_store():
             if self.http:
@@ -103,6 +115,7 @@ class Daemon:
                 self.health.set("smtp", True, port=self.smtp.port)
             if self.imap:  # IMAP mailboxes (issue 4)
                 await self.imap.start()
+            await self.chat.start()
             log.info("ingestd ready")
             await self._stopping.wait()
         finally:
@@ -245,6 +258,7 @@ class Daemon:
             await self.smtp.stop()
         if self.imap:  # IMAP mailboxes (issue 4): their last batches still reach the journal
             await self.imap.stop()
+        await self.chat.stop()
         await self.journal.stop()
         self._stopping.set()
         self._outbox_wake.set()
@@ -261,6 +275,7 @@ class Daemon:
                 break
         if self.http:
             await self.http.stop()
+        await chat.close_senders(self.chat_senders)
         self.store.dispose()
         log.info("ingestd stopped")
 

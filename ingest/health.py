@@ -15,7 +15,8 @@ from ingest.store import Store, StoreUnavailable
 CHECK_TIMEOUT = 5.0
 # Parts whose failure needs a person but not a restart: a refused rules edit
 # leaves the previous rules running, and a restart would only lose them.
-ADVISORY = frozenset({"rules"})
+# The same for a chat provider that is down or refuses us: waiting is all we can do.
+ADVISORY = frozenset({"rules", "telegram", "twitter"})
 
 
 class Health:

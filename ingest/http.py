@@ -1,11 +1,11 @@
-"""The daemon's HTTP server: health and metrics (webhooks and the agent API join later)."""
+"""The daemon's HTTP server: health, metrics, the channels' webhooks (later the agent API)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import uvicorn
@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from ingest.config import HttpConfig
 from ingest.health import Health
@@ -21,7 +21,9 @@ from ingest.health import Health
 log = logging.getLogger(__name__)
 
 
-def build_app(health: Health) -> Starlette:
+def build_app(health: Health, routes: Sequence[BaseRoute] = ()) -> Starlette:
+    """`routes`: the channels' webhooks, served beside health and metrics."""
+
     async def healthz(request: Request) -> Response:
         report = await health.check()
         return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
@@ -31,7 +33,7 @@ def build_app(health: Health) -> Starlette:
         await health.refresh_for_scrape()
         return Response(health.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    return Starlette(routes=[Route("/healthz", healthz), Route("/metrics", metrics)])
+    return Starlette(routes=[Route("/healthz", healthz), Route("/metrics", metrics), *routes])
 
 
 class _EmbeddedServer(uvicorn.Server):

@@ -12,16 +12,25 @@ from ingest.store.models import Contact, ContactIdentity
 
 
 def find_contact(session: Session, kind: str, address: str) -> Contact | None:
-    identity = session.execute(
+    identity = _identity(session, kind, address)
+    return identity.contact if identity else None
+
+
+def _identity(session: Session, kind: str, address: str) -> ContactIdentity | None:
+    return session.execute(
         select(ContactIdentity).where(
             ContactIdentity.kind == kind, ContactIdentity.address == address
         )
     ).scalar_one_or_none()
-    return identity.contact if identity else None
 
 
 def resolve_contact(
-    session: Session, kind: str, address: str, display_name: str | None, now: datetime
+    session: Session,
+    kind: str,
+    address: str,
+    display_name: str | None,
+    now: datetime,
+    handle: str | None = None,
 ) -> Contact:
     """The contact for this identity, created (with the identity) when unknown."""
     contact = find_contact(session, kind, address)
@@ -35,7 +44,12 @@ def resolve_contact(
         updated_at=now,
     )
     identity = ContactIdentity(
-        contact=contact, kind=kind, address=address, display_name=display_name, created_at=now
+        contact=contact,
+        kind=kind,
+        address=address,
+        display_name=display_name,
+        handle=handle,
+        created_at=now,
     )
     try:
         # Another daemon may be creating the same sender right now; the unique
@@ -48,3 +62,16 @@ def resolve_contact(
             raise
         return existing
     return contact
+
+
+def remember_names(
+    session: Session, kind: str, address: str, display_name: str | None, handle: str | None
+) -> None:
+    """Keep an identity's display name and handle current: chat users rename themselves."""
+    identity = _identity(session, kind, address)
+    if identity is None:
+        return
+    if display_name and identity.display_name != display_name:
+        identity.display_name = display_name
+    if handle and identity.handle != handle:
+        identity.handle = handle

@@ -16,7 +16,16 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ingest import cases, conversation, entitlements, guard, identify, lifecycle, outbox
+from ingest import (
+    cases,
+    commands,
+    conversation,
+    entitlements,
+    guard,
+    identify,
+    lifecycle,
+    outbox,
+)
 from ingest.conditions import CalendarLike, Facts
 from ingest.message import InboundMessage
 from ingest.ruleset import PRIORITIES, Item, RecordActions, RuleBook
@@ -69,6 +78,7 @@ class Decision:
     auto_response: str | None = None
     auto_response_blocked: str | None = None
     route: Item | None = None
+    command: str | None = None  # a customer command (/start, /end) decided this
 
 
 @dataclass(frozen=True)
@@ -80,13 +90,20 @@ class Environment:
     default_queue: str
     # Channels that can send an auto-response; the others' rows would wait forever.
     reply_channels: frozenset[str] = frozenset({"email"})
+    # Chat channels: how long after its last message a contact's case on that
+    # channel is still "the conversation" a new message continues.
+    conversation_windows: Mapping[str, timedelta] = field(default_factory=dict)
+    # (channel, command) -> the template that answers it, e.g. ("telegram", "start").
+    command_templates: Mapping[tuple[str, str], str] = field(default_factory=dict)
 
 
 def decide(
     session: Session, book: RuleBook, msg: InboundMessage, now: datetime, env: Environment
 ) -> Decision:
     contact = identify.find_contact(session, msg.identity_kind, msg.sender)
-    thread = conversation.find_thread(session, msg, contact)
+    thread = conversation.find_thread(
+        session, msg, contact, windows=env.conversation_windows, now=now
+    )
     entitled = _cached(lambda: entitlements.find_valid(session, contact, msg.channel, now.date()))
     facts = Facts(
         msg,
@@ -97,6 +114,8 @@ def decide(
         is_reply=thread.case is not None or thread.previous is not None,
         calendars=dict(env.calendars),
     )
+    if msg.command is not None:
+        return _command(msg, facts, contact, thread.case, env)
     rule = book.match(facts)
     label = rule.label if rule else UNMATCHED_CREATE
     decision = Decision(Outcome.SKIPPED, label, facts, rule=rule, contact=contact)
@@ -146,6 +165,28 @@ def decide(
     return decision
 
 
+def _command(
+    msg: InboundMessage,
+    facts: Facts,
+    contact: Contact | None,
+    open_case: Case | None,
+    env: Environment,
+) -> Decision:
+    """A chat command is the customer's request, not a message for the rules."""
+    assert msg.command is not None
+    decision = Decision(
+        Outcome.SKIPPED, f"command:/{msg.command}", facts, contact=contact, command=msg.command
+    )
+    if msg.command == commands.END and open_case is not None:
+        decision.outcome, decision.case = Outcome.APPENDED, open_case
+    else:
+        decision.reason = commands.skip_reason(msg.command)
+    decision.auto_response = env.command_templates.get((msg.channel, msg.command))
+    if msg.channel not in env.reply_channels:
+        decision.auto_response_blocked = f"no replies on {msg.channel}"
+    return decision
+
+
 def apply(
     session: Session,
     decision: Decision,
@@ -156,6 +197,12 @@ def apply(
     sla: SlaBook | None = None,
 ) -> Case | None:
     """Write the decision; return the case the message landed on, if any."""
+    if msg.sender_handle and decision.contact is not None:
+        identify.remember_names(
+            session, msg.identity_kind, msg.sender, msg.sender_name, msg.sender_handle
+        )
+    if decision.command is not None:
+        return _apply_command(session, decision, msg, journal_id, now, book)
     if decision.outcome is Outcome.SKIPPED:
         return None
     slas = sla if sla is not None else empty_book()
@@ -171,7 +218,7 @@ def apply(
     contact = decision.contact
     if contact is None:
         contact = identify.resolve_contact(
-            session, msg.identity_kind, msg.sender, msg.sender_name, now
+            session, msg.identity_kind, msg.sender, msg.sender_name, now, msg.sender_handle
         )
     case = cases.open_case(
         session,
@@ -199,6 +246,33 @@ def apply(
     return case
 
 
+def _apply_command(
+    session: Session,
+    decision: Decision,
+    msg: InboundMessage,
+    journal_id: int | None,
+    now: datetime,
+    book: RuleBook,
+) -> Case | None:
+    case = decision.case if decision.outcome is Outcome.APPENDED else None
+    if case is not None:
+        cases.record_inbound(session, case, msg, journal_id, now)
+        if decision.command == commands.END:
+            commands.close_conversation(session, case, msg, now)
+    if decision.auto_response is not None:
+        _auto_respond(
+            session,
+            decision,
+            msg,
+            case,
+            book,
+            now,
+            kind="command_reply",
+            dedupe_key=f"command:{msg.channel}:{msg.external_id}",
+        )
+    return case
+
+
 def template_context(
     msg: InboundMessage, contact: Contact | None, now: datetime, known: bool
 ) -> dict[str, Any]:
@@ -214,6 +288,7 @@ def template_context(
             "headers": dict(msg.headers),
             "attachments": [a.filename or "" for a in msg.attachments],
             "language": msg.language or "",
+            "fields": dict(msg.fields),
         },
         "customer": {
             "known": known,
@@ -239,11 +314,15 @@ def _auto_respond(
     session: Session,
     decision: Decision,
     msg: InboundMessage,
-    case: Case,
+    case: Case | None,
     book: RuleBook,
     now: datetime,
+    *,
+    kind: str = "auto_response",
+    dedupe_key: str | None = None,
 ) -> None:
-    fields = {"case": case.number, "channel": msg.channel, "template": decision.auto_response}
+    number = case.number if case is not None else None
+    fields = {"case": number, "channel": msg.channel, "template": decision.auto_response}
     if decision.auto_response_blocked:
         log.info(
             "auto-response withheld", extra={**fields, "reason": decision.auto_response_blocked}
@@ -251,29 +330,36 @@ def _auto_respond(
         return
     name = decision.auto_response
     assert name is not None
+    if name not in book.templates:
+        log.error("auto-response template missing", extra={**fields, "error": f"no {name}.txt"})
+        return
     context = template_context(msg, decision.contact, now, decision.contact is not None)
-    context["case"] = case_context(case)
+    context["case"] = case_context(case) if case is not None else None
     try:
         rendered = book.templates.get(name).render(context)
     except RenderError as exc:
         # The case stands; only the courtesy mail is lost, and the log says why.
         log.error("auto-response template failed", extra={**fields, "error": str(exc)})
         return
-    headers = {"Auto-Submitted": "auto-replied", "X-Loop": "ingestd"}
-    if msg.message_id:
-        headers["In-Reply-To"] = f"<{msg.message_id}>"
-        headers["References"] = " ".join(f"<{r}>" for r in [*msg.references, msg.message_id])
+    route = msg.reply_route
+    if route is not None:  # a chat channel: its own addressing, no mail headers
+        recipient, headers = route.recipient, dict(route.headers)
+    else:
+        recipient, headers = msg.sender, {"Auto-Submitted": "auto-replied", "X-Loop": "ingestd"}
+        if msg.message_id:
+            headers["In-Reply-To"] = f"<{msg.message_id}>"
+            headers["References"] = " ".join(f"<{r}>" for r in [*msg.references, msg.message_id])
     outbox.enqueue(
         session,
-        kind="auto_response",
+        kind=kind,
         channel=msg.channel,
-        recipient=msg.sender,
+        recipient=recipient,
         subject=rendered.subject,
         body_text=rendered.text,
-        body_html=rendered.html,
+        body_html=rendered.html if route is None else None,
         headers=headers,
-        case_id=case.id,
-        dedupe_key=f"auto_response:{case.number}",
+        case_id=case.id if case is not None else None,
+        dedupe_key=dedupe_key or f"auto_response:{number}",
         now=now,
     )
 

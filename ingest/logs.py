@@ -15,8 +15,29 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
 }
 
 
+# Values that must never reach a log line (bot tokens sit inside API URLs that
+# libraries put in their error messages); registered by the channels using them.
+_SECRETS: set[str] = set()
+
+
+def redact_secret(value: str) -> None:
+    """Mask `value` as *** wherever it appears in a log line from now on."""
+    if len(value) >= 8:
+        _SECRETS.add(value)
+
+
+def _masked(line: str) -> str:
+    for secret in _SECRETS:
+        if secret in line:
+            line = line.replace(secret, "***")
+    return line
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        return _masked(self._format(record))
+
+    def _format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
@@ -33,6 +54,9 @@ class JsonFormatter(logging.Formatter):
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        return _masked(self._format(record))
+
+    def _format(self, record: logging.LogRecord) -> str:
         fields = " ".join(
             f"{k}={v}"
             for k, v in vars(record).items()
@@ -52,5 +76,17 @@ def configure(level: str = "INFO", fmt: str = "json") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Library chatter that would otherwise log each connection or SQL statement.
-    for noisy in ("mail.log", "uvicorn.access", "sqlalchemy", "alembic", "imapclient"):
+    # httpx logs every request URL at INFO, and a Telegram API URL holds the bot token.
+    for noisy in (
+        "mail.log",
+        "uvicorn.access",
+        "sqlalchemy",
+        "alembic",
+        "imapclient",
+        "httpx",
+        "httpcore",
+        "telegram",
+        "tweepy",
+        "aiohttp",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)

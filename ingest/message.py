@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -13,6 +14,18 @@ class InboundAttachment:
     data: bytes
     content_id: str | None = None
     inline: bool = False
+    url: str | None = None  # kept at the provider, by URL only (MMS, X media): `data` is empty
+
+
+@dataclass(frozen=True)
+class ReplyRoute:
+    """Where an answer to a message goes on its channel: an outbox row's recipient and headers."""
+
+    recipient: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"recipient": self.recipient, "headers": dict(self.headers)}
 
 
 @dataclass
@@ -36,6 +49,12 @@ class InboundMessage:
     sent_at: datetime | None = None
     language: str | None = None  # as the sender's client declared it, e.g. "de" or "en-gb"
     defects: list[str] = field(default_factory=list)
+    sender_handle: str | None = None  # a public username on the channel (Telegram, X)
+    # Channel-specific facts that rules read, by field name: "telegram.chat_type", "sms.to"...
+    fields: dict[str, Any] = field(default_factory=dict)
+    # A customer command rather than a message (Telegram's /start and /end): "start", "end".
+    command: str | None = None
+    reply_route: ReplyRoute | None = None  # None: answer the sender's address on the channel
 
     @property
     def thread_ids(self) -> list[str]:

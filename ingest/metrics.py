@@ -107,6 +107,12 @@ class Metrics:
             ["kind"],  # warning | failure
             registry=self.registry,
         )
+        self.rate_limited = Counter(
+            "ingestd_provider_rate_limited",
+            "Times a provider API answered 429 and polling waited for its reset",
+            ["channel"],
+            registry=self.registry,
+        )
 
     def rules(self, version: str, ok: bool) -> None:
         self.rules_info.clear()

@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from channels.base import Parser
-from ingest import intake
+from ingest import channelconfig, intake
 from ingest.calendars import load_calendars
 from ingest.clock import Clock
 from ingest.config import Config
@@ -46,10 +46,14 @@ def is_contention(exc: DBAPIError) -> bool:
 
 
 def environment(config: Config) -> intake.Environment:
+    chat = (config.telegram, config.sms, config.twitter)
     return intake.Environment(
         zone=ZoneInfo(config.rules_timezone),
         calendars=load_calendars(dict(config.calendars), _config_dir(config)),
         default_queue=config.default_queue,
+        reply_channels=frozenset({"email", *channelconfig.reply_channels(*chat)}),
+        conversation_windows=channelconfig.conversation_windows(*chat),
+        command_templates=channelconfig.command_templates(config.telegram),
     )
 
 

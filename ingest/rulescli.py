@@ -123,6 +123,8 @@ def read_message(path: Path) -> InboundMessage:
         language=doc.get("language"),
         message_id=doc.get("message_id"),
         in_reply_to=doc.get("in_reply_to"),
+        # Channel-specific fields, e.g. {"telegram.chat_type": "private"}.
+        fields=dict(doc.get("fields") or {}),
     )
 
 

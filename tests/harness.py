@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from channels import mime
+from channels.base import Parser
 from ingest import cases
 from ingest.clock import ManualClock
 from ingest.config import Config, DatabaseConfig
@@ -23,7 +24,7 @@ START = datetime(2026, 3, 4, 15, 0, tzinfo=UTC)
 
 
 class Harness:
-    def __init__(self, url: str, **config: Any) -> None:
+    def __init__(self, url: str, parsers: dict[str, Parser] | None = None, **config: Any) -> None:
         # No rule files unless a test brings its own: the unmatched default applies.
         config.setdefault("rules_dir", tempfile.mkdtemp(prefix="ingestd-rules-"))
         self.config = Config.model_validate({"database": {"url": url}, **config})
@@ -33,7 +34,9 @@ class Harness:
         with self.store.write() as session:
             cases.sync_queues(session, self.config.queues, self.clock.now())
         self.journal = Journal(self.store, self.clock, lambda: None)
-        self.pipeline = Pipeline(self.store, self.config, self.clock, {"email": mime.parse})
+        self.pipeline = Pipeline(
+            self.store, self.config, self.clock, {"email": mime.parse, **(parsers or {})}
+        )
 
     def close(self) -> None:
         self.store.dispose()

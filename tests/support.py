@@ -166,8 +166,12 @@ class Daemon:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(
-        self, timeout: float = 30.0, wait_healthy: bool = True, env: dict[str, str] | None = None
+        self,
+        timeout: float = 30.0,
+        wait_healthy: bool = True,
+        env: dict[str, str] | None = None,
     ) -> Daemon:
+        """`env`: extra environment, e.g. INGESTD_FAILPOINTS for a crash test."""
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "ingest", "--config", str(self.config_path), "run"],

@@ -434,8 +434,80 @@ def test_operator_on_a_missing_value(when: dict[str, Any], expected: bool) -> No
     assert verdicts(node, lambda: facts(bare)) == (expected, expected, expected)
 
 
+def chat_message(channel: str, fields: dict[str, Any]) -> InboundMessage:
+    return message(channel=channel, sender="4711", sender_name="Ann Lee", fields=fields)
+
+
+TELEGRAM_FIELDS = {
+    "telegram.chat_type": "private",
+    "telegram.username": "ann_lee",
+    "telegram.bot": "acme_support_bot",
+    "telegram.edited": False,
+    "telegram.command": "help",
+    "telegram.chat_title": None,
+    "telegram.is_bot": False,
+}
+SMS_FIELDS = {
+    "sms.to": "+14155550100",
+    "sms.from_country": "DE",
+    "sms.provider": "twilio",
+    "sms.account": "main",
+    "sms.media_count": 2,
+    "sms.segments": 1,
+    "sms.messaging_service": "MG0123",
+    "sms.opt_out": None,
+}
+TWITTER_FIELDS = {
+    "twitter.kind": "mention",
+    "twitter.lang": "en",
+    "twitter.username": "AnnLee",
+    "twitter.account": "acme",
+    "twitter.conversation_id": "1800",
+    "twitter.is_reply": True,
+    "twitter.verified": False,
+}
+CHANNEL_CASES: list[tuple[str, dict[str, Any], dict[str, Any], bool]] = [
+    ("telegram", TELEGRAM_FIELDS, {"telegram.chat_type": "private"}, True),
+    ("telegram", TELEGRAM_FIELDS, {"telegram.chat_type": {"in": ["group", "supergroup"]}}, False),
+    ("telegram", TELEGRAM_FIELDS, {"telegram.username": {"starts_with": "ANN"}}, True),
+    ("telegram", TELEGRAM_FIELDS, {"telegram.bot": "acme_support_bot"}, True),
+    ("telegram", TELEGRAM_FIELDS, {"telegram.edited": True}, False),
+    ("telegram", TELEGRAM_FIELDS, {"telegram.command": "help"}, True),
+    ("telegram", TELEGRAM_FIELDS, {"telegram.chat_title": {"exists": False}}, True),
+    ("telegram", TELEGRAM_FIELDS, {"telegram.is_bot": False}, True),
+    ("sms", SMS_FIELDS, {"sms.to": "+14155550100"}, True),
+    ("sms", SMS_FIELDS, {"sms.from_country": {"in": ["de", "at", "ch"]}}, True),
+    ("sms", SMS_FIELDS, {"sms.provider": "generic"}, False),
+    ("sms", SMS_FIELDS, {"sms.account": "main"}, True),
+    ("sms", SMS_FIELDS, {"sms.media_count": {"gt": 0}}, True),
+    ("sms", SMS_FIELDS, {"sms.segments": {"gte": 2}}, False),
+    ("sms", SMS_FIELDS, {"sms.messaging_service": {"starts_with": "MG"}}, True),
+    ("sms", SMS_FIELDS, {"sms.opt_out": {"in": ["STOP", "stop"]}}, False),
+    ("twitter", TWITTER_FIELDS, {"twitter.kind": "mention"}, True),
+    ("twitter", TWITTER_FIELDS, {"twitter.lang": {"not_in": ["en", "es"]}}, False),
+    ("twitter", TWITTER_FIELDS, {"twitter.username": "annlee"}, True),
+    ("twitter", TWITTER_FIELDS, {"twitter.account": "acme"}, True),
+    ("twitter", TWITTER_FIELDS, {"twitter.conversation_id": "1800"}, True),
+    ("twitter", TWITTER_FIELDS, {"twitter.is_reply": True}, True),
+    ("twitter", TWITTER_FIELDS, {"twitter.verified": True}, False),
+    # another channel's field is missing on a message: no condition on it holds
+    ("email", {}, {"telegram.chat_type": "private"}, False),
+    ("email", {}, {"sms.media_count": {"gte": 0}}, False),
+]
+
+
+@pytest.mark.parametrize(("channel", "fields", "when", "expected"), CHANNEL_CASES)
+def test_channel_field(
+    channel: str, fields: dict[str, Any], when: dict[str, Any], expected: bool
+) -> None:
+    node = condition(when)
+    make = lambda: facts(chat_message(channel, fields))  # noqa: E731
+    assert verdicts(node, make) == (expected, expected, expected)
+
+
 def test_every_field_is_exercised() -> None:
     used = {key for when, _ in OPERATOR_CASES if when for key in _field_names(when)}
+    used |= {key for _, _, when, _ in CHANNEL_CASES for key in _field_names(when)}
     # Case fields are exercised by the routing tests (and case.queue by the SLA tests).
     routing_only = {name for name, spec in FIELDS.items() if spec.scope in ("routing", "sla")}
     assert set(FIELDS) - routing_only - used == set()

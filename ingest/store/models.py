@@ -154,6 +154,8 @@ class ContactIdentity(Base):
     kind: Mapped[str] = mapped_column(String(20))  # email | phone | telegram | x
     address: Mapped[str] = mapped_column(String(320))
     display_name: Mapped[str | None] = mapped_column(String(200))
+    # The public handle on that channel (a Telegram or X username), kept current.
+    handle: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     contact: Mapped[Contact] = relationship(back_populates="identities")
@@ -227,6 +229,9 @@ class Activity(Base):
     in_reply_to: Mapped[str | None] = mapped_column(String(998))
     references: Mapped[list[str]] = mapped_column(JSONType, default=list)
     journal_id: Mapped[int | None] = mapped_column(ForeignKey("journal.id"), index=True)
+    # How to answer this message on its channel: {"recipient": ..., "headers": {...}},
+    # the outbox row a reply needs (chat id and bot, phone numbers, X post or DM).
+    reply_route: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     case: Mapped[Case | None] = relationship(back_populates="activities", foreign_keys=[case_id])
@@ -251,10 +256,12 @@ class Attachment(Base):
     activity_id: Mapped[int] = mapped_column(ForeignKey("activities.id"), index=True)
     filename: Mapped[str | None] = mapped_column(String(500))
     content_type: Mapped[str] = mapped_column(String(200))
-    size: Mapped[int] = mapped_column(BigInteger)
-    sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"))
+    # Both None for a file kept only by its URL at the provider (MMS media, X media).
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(ForeignKey("blobs.sha256"))
     content_id: Mapped[str | None] = mapped_column(String(998))
     inline: Mapped[bool] = mapped_column(default=False)
+    url: Mapped[str | None] = mapped_column(String(2000))
 
     activity: Mapped[Activity] = relationship(back_populates="attachments")
 
