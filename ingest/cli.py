@@ -253,7 +253,7 @@ def _print_case(detail: dict[str, Any]) -> None:
     for column in ("When", "Type", "Dir", "From", "Subject", "Text"):
         table.add_column(column, overflow="fold")
     for a in detail["activities"]:
-        text = (a["text"] or "").strip().replace("\n", " ")
+        text = (a["new_text"] or "").strip().replace("\n", " ")
         table.add_row(
             a["created_at"][:19].replace("T", " "),
             a["type"],

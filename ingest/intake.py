@@ -16,14 +16,17 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ingest import cases, conversation, entitlements, guard, identify, outbox
+from ingest import bounces, cases, conversation, entitlements, guard, identify, outmail
 from ingest.conditions import CalendarLike, Facts
-from ingest.message import InboundMessage
+from ingest.message import DeliveryReport, InboundMessage
 from ingest.ruleset import PRIORITIES, Item, RecordActions, RuleBook
+from ingest.signing import Signer
 from ingest.store.models import (
+    Activity,
     Case,
     CaseState,
     Contact,
+    Direction,
     Entitlement,
     Outcome,
     Priority,
@@ -69,6 +72,7 @@ class Decision:
     auto_response: str | None = None
     auto_response_blocked: str | None = None
     route: Item | None = None
+    bounce: DeliveryReport | None = None  # a bounce of our mail, recorded on `case`
 
 
 @dataclass(frozen=True)
@@ -80,13 +84,16 @@ class Environment:
     default_queue: str
     # Channels that can send an auto-response; the others' rows would wait forever.
     reply_channels: frozenset[str] = frozenset({"email"})
+    mail: outmail.MailSettings = field(default_factory=outmail.MailSettings)
+    # Signs and checks reply tokens and Message-IDs; None where no store secret is at hand.
+    signer: Signer | None = None
 
 
 def decide(
     session: Session, book: RuleBook, msg: InboundMessage, now: datetime, env: Environment
 ) -> Decision:
     contact = identify.find_contact(session, msg.identity_kind, msg.sender)
-    thread = conversation.find_thread(session, msg, contact)
+    thread = conversation.find_thread(session, msg, contact, env.signer, now)
     entitled = _cached(lambda: entitlements.find_valid(session, contact, msg.channel, now.date()))
     facts = Facts(
         msg,
@@ -97,6 +104,17 @@ def decide(
         is_reply=thread.case is not None or thread.previous is not None,
         calendars=dict(env.calendars),
     )
+    looped = _our_own_mail(session, msg, env, now)
+    if looped is not None:
+        return Decision(Outcome.SKIPPED, "guard: mail loop", facts, contact=contact, reason=looped)
+    if msg.report is not None:
+        bounced = bounces.find_case(session, msg.report, env.signer, now)
+        if bounced is not None:
+            bounced = conversation.follow_merges(session, bounced)
+            decision = Decision(Outcome.APPENDED, "bounce", facts, contact=contact)
+            decision.case, decision.bounce = bounced, msg.report
+            decision.decided_by = f"bounce: {bounces.describe(msg.report)}"
+            return decision
     rule = book.match(facts)
     label = rule.label if rule else UNMATCHED_CREATE
     decision = Decision(Outcome.SKIPPED, label, facts, rule=rule, contact=contact)
@@ -153,8 +171,10 @@ def apply(
     journal_id: int | None,
     now: datetime,
     book: RuleBook,
+    env: Environment | None = None,
 ) -> Case | None:
     """Write the decision; return the case the message landed on, if any."""
+    env = env or _NO_ENVIRONMENT
     if decision.outcome is Outcome.SKIPPED:
         return None
     if decision.outcome is Outcome.APPENDED:
@@ -165,6 +185,8 @@ def apply(
             case.status_reason = StatusReason.IN_PROGRESS.value
             case.resolved_at = None
         cases.record_inbound(session, case, msg, journal_id, now)
+        if decision.bounce is not None:
+            bounces.record(session, decision.bounce, case, journal_id, now, env.mail.limits)
         return case
     spec = decision.new_case
     assert spec is not None
@@ -194,7 +216,7 @@ def apply(
             extra={"case": case.number, "channel": msg.channel, "error": problem},
         )
     if decision.auto_response is not None:
-        _auto_respond(session, decision, msg, case, book, now)
+        _auto_respond(session, decision, msg, case, book, now, env)
     return case
 
 
@@ -241,6 +263,7 @@ def _auto_respond(
     case: Case,
     book: RuleBook,
     now: datetime,
+    env: Environment,
 ) -> None:
     fields = {"case": case.number, "channel": msg.channel, "template": decision.auto_response}
     if decision.auto_response_blocked:
@@ -258,23 +281,47 @@ def _auto_respond(
         # The case stands; only the courtesy mail is lost, and the log says why.
         log.error("auto-response template failed", extra={**fields, "error": str(exc)})
         return
-    headers = {"Auto-Submitted": "auto-replied", "X-Loop": "ingestd"}
-    if msg.message_id:
-        headers["In-Reply-To"] = f"<{msg.message_id}>"
-        headers["References"] = " ".join(f"<{r}>" for r in [*msg.references, msg.message_id])
-    outbox.enqueue(
+    queued = outmail.queue_automatic(
         session,
         kind="auto_response",
-        channel=msg.channel,
+        case=case,
         recipient=msg.sender,
-        subject=rendered.subject,
-        body_text=rendered.text,
-        body_html=rendered.html,
-        headers=headers,
-        case_id=case.id,
-        dedupe_key=f"auto_response:{case.number}",
+        rendered=rendered,
         now=now,
+        settings=env.mail,
+        signer=env.signer,
+        answering=msg,
+        dedupe_key=f"auto_response:{case.number}",
+        auto_submitted="auto-replied",
     )
+    if isinstance(queued, outmail.Withheld):
+        log.info("auto-response withheld", extra={**fields, "reason": queued.reason})
+
+
+def _our_own_mail(
+    session: Session, msg: InboundMessage, env: Environment, now: datetime
+) -> str | None:
+    """Why this is our own mail come back (a loop), or None."""
+    if msg.identity_kind != "email":
+        return None
+    loop = msg.headers.get("x-loop", "")
+    if outmail.X_LOOP in [v.strip().lower() for v in loop.split(",")]:
+        return f"it carries our X-Loop header ({outmail.X_LOOP})"
+    if not msg.message_id:
+        return None
+    ours = session.execute(
+        select(Activity.id).where(
+            Activity.channel == msg.channel,
+            Activity.external_id == msg.message_id,
+            Activity.direction == Direction.OUTGOING.value,
+        )
+    ).first()
+    if ours is not None or outmail.case_id_from_message_id(msg.message_id, env.signer, now):
+        return f"its Message-ID <{msg.message_id}> is one of ours"
+    return None
+
+
+_NO_ENVIRONMENT = Environment(zone=ZoneInfo("UTC"), calendars={}, default_queue="")
 
 
 def _new_case(

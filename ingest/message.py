@@ -15,6 +15,25 @@ class InboundAttachment:
     inline: bool = False
 
 
+@dataclass(frozen=True)
+class RecipientStatus:
+    """One recipient of a delivery status notification (RFC 3464 per-recipient fields)."""
+
+    address: str
+    action: str  # failed | delayed | delivered | relayed | expanded
+    status: str | None = None  # e.g. "5.1.1"
+    diagnostic: str | None = None
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    """What a bounce says: which of our messages failed, for whom, and why."""
+
+    recipients: list[RecipientStatus]
+    original_message_id: str | None = None
+    reporting_mta: str | None = None
+
+
 @dataclass
 class InboundMessage:
     """A customer's message, channel-neutral. `identity` is how the sender is known."""
@@ -36,6 +55,7 @@ class InboundMessage:
     sent_at: datetime | None = None
     language: str | None = None  # as the sender's client declared it, e.g. "de" or "en-gb"
     defects: list[str] = field(default_factory=list)
+    report: DeliveryReport | None = None  # set when the message is a bounce (DSN)
 
     @property
     def thread_ids(self) -> list[str]:

@@ -6,6 +6,7 @@ either leaves it pending (processed again at start) or fully applied.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import traceback
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from channels.base import Parser
-from ingest import intake
+from ingest import failpoints, intake, outmail, signing
 from ingest.calendars import load_calendars
 from ingest.clock import Clock
 from ingest.config import Config
@@ -42,12 +43,29 @@ def is_contention(exc: DBAPIError) -> bool:
     return getattr(exc.orig, "sqlstate", None) in _CONTENTION_SQLSTATES
 
 
-def environment(config: Config) -> intake.Environment:
+def environment(config: Config, signer: signing.Signer | None = None) -> intake.Environment:
     return intake.Environment(
         zone=ZoneInfo(config.rules_timezone),
         calendars=load_calendars(dict(config.calendars), _config_dir(config)),
         default_queue=config.default_queue,
+        mail=outmail.MailSettings(config.outbound_email, config.automatic_mail),
+        signer=signer,
     )
+
+
+def load_signer(config: Config, session: Session, now: datetime) -> signing.Signer:
+    secret = config.signing.secret
+    return signing.signer_from(
+        secret.get_secret_value() if secret else None,
+        [p.get_secret_value() for p in config.signing.previous_secrets],
+        session,
+        now,
+    )
+
+
+class UnparsableMessage(Exception):
+    """The channel's parser failed on these bytes. The same bytes and the same code fail
+    the same way, so the row becomes a dead letter at once instead of being retried."""
 
 
 def _config_dir(config: Config) -> Path:
@@ -108,6 +126,12 @@ class Pipeline:
 
     def run_batch(self) -> int:
         """Process up to one batch of due rows; return how many were handled."""
+        if self.env.signer is None:
+            # In its own transaction: a secret generated here must be committed
+            # before any token signed with it leaves in an outbox row.
+            with self.store.write() as session:
+                signer = load_signer(self.config, session, self.clock.now())
+            self.env = dataclasses.replace(self.env, signer=signer)
         done: list[_Done] = []
         with self.store.write() as session:
             now = self.clock.now()
@@ -158,6 +182,8 @@ class Pipeline:
             if not is_contention(exc):
                 return self._failed(row, exc, now)
             return _Done(row.channel, _CONTENDED, None, None, row.id, _short_error(exc))
+        except UnparsableMessage as exc:
+            return self._failed(row, exc, now, permanent=True)
         except Exception as exc:
             return self._failed(row, exc, now)
         row.outcome = result.outcome.value
@@ -183,7 +209,13 @@ class Pipeline:
         parser = self.parsers.get(row.channel)
         if parser is None:
             raise LookupError(f"no parser for channel {row.channel!r}")
-        msg = parser(row.raw, {**row.meta, "external_id": row.external_id})
+        try:
+            failpoints.fault("pipeline.parse")
+            msg = parser(row.raw, {**row.meta, "external_id": row.external_id})
+        except MemoryError:
+            raise  # may pass: retried like any other failure
+        except Exception as exc:
+            raise UnparsableMessage(f"cannot parse: {_short_error(exc)}") from exc
 
         earlier = self._earlier_copy(session, msg)
         if earlier is not None:
@@ -191,7 +223,7 @@ class Pipeline:
 
         book = self.rules.current  # one book for the whole message, even mid-reload
         decision = intake.decide(session, book, msg, now, self.env)
-        case = intake.apply(session, decision, msg, row.id, now, book)
+        case = intake.apply(session, decision, msg, row.id, now, book, self.env)
         return Result(
             decision.outcome,
             case.number if case is not None else None,
@@ -217,11 +249,13 @@ class Pipeline:
             return None
         return hit.number or ""
 
-    def _failed(self, row: JournalEntry, exc: Exception, now: datetime) -> _Done:
+    def _failed(
+        self, row: JournalEntry, exc: Exception, now: datetime, permanent: bool = False
+    ) -> _Done:
         settings = self.config.pipeline
         row.attempts += 1
         row.last_error = _short_error(exc)
-        if row.attempts >= settings.max_attempts:
+        if permanent or row.attempts >= settings.max_attempts:
             row.outcome = Outcome.DEAD.value
         else:
             row.outcome = Outcome.FAILED.value
