@@ -61,6 +61,7 @@ class _Collector(HTMLParser):
         self.s = _State()
         self.skipping: list[str] = []
         self.quote = 0
+        self.line_quote = 0  # the quote depth of the line being written
         self.pre = 0
         self.lists: list[_List] = []
         self.rows: list[_Row] = []
@@ -90,8 +91,11 @@ class _Collector(HTMLParser):
             if self.s.current:
                 self._flush_line()
             if self.s.breaks > 1 and self.s.lines and self.s.lines[-1].strip("> "):
-                self.s.lines.append(self._quote_prefix().rstrip())
+                # A blank line between two quote depths belongs to the shallower one.
+                depth = min(self.line_quote, self.quote)
+                self.s.lines.append(("> " * min(depth, _MAX_INDENT)).rstrip())
             self.s.breaks = 0
+            self.line_quote = self.quote
             self.s.prefix = self._quote_prefix() + self._list_indent()
         self.s.current.append(text)
         self.s.size += len(text)

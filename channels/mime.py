@@ -115,7 +115,8 @@ class _Headers:
     def text(self, name: str) -> str:
         key = name.lower()
         if key not in self._text:
-            self._text[key] = self._decoded(name)
+            # NUL cannot be stored in a PostgreSQL text column, and means nothing in mail.
+            self._text[key] = self._decoded(name).replace("\x00", "")
         return self._text[key]
 
     def _decoded(self, name: str) -> str:
@@ -134,6 +135,9 @@ class _Headers:
         except Exception as exc:  # the email package raises many types on hostile headers
             self.defects.append(f"header {name}: {type(exc).__name__}")
             return self._lenient(raw, name)
+        if getattr(value, "defects", None):
+            # The parser repaired it, sometimes by dropping what mattered ("; <a@b>" -> "<>").
+            return self._lenient(raw, name)
         if "\ufffd" in text and "=?" in raw:
             return self._lenient(raw, name)  # an encoded word in a charset Python lacks
         return text
@@ -147,13 +151,13 @@ class _Headers:
             try:
                 header = self.msg.get(name)
                 found = getattr(header, "addresses", None)
-                if found is not None:
+                if found is not None and not getattr(header, "defects", None):
                     pairs = [(str(a.display_name), str(a.addr_spec)) for a in found]
                     if not any("\ufffd" in n or _SURROGATES.search(n) for n, _ in pairs):
                         return pairs
             except Exception as exc:
                 self.defects.append(f"header {name}: {type(exc).__name__}")
-        return [(n, a) for n, a in email.utils.getaddresses([self.text(name)])]
+        return _lenient_addresses(self.text(name))
 
     def _lenient(self, raw: str, name: str) -> str:
         text = _unescape(raw, self.hint)
@@ -169,6 +173,18 @@ class _Headers:
             else:
                 out.append(charsets.decode(chunk, label or "utf-8", self.defects, f"header {name}"))
         return "".join(out)
+
+
+def _lenient_addresses(text: str) -> list[tuple[str, str]]:
+    """Addresses from a header the parser found defects in: angle brackets win."""
+    angled = list(_ANGLED.finditer(text))
+    if not angled:
+        return [(n, a) for n, a in email.utils.getaddresses([text])]
+    pairs, start = [], 0
+    for match in angled:
+        pairs.append((text[start : match.start()].strip(" \t,;\"'"), match.group(1)))
+        start = match.end()
+    return pairs
 
 
 def _unescape(value: str, hint: str | None) -> str:
@@ -273,11 +289,21 @@ def _header_map(headers: _Headers, meta: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+_ADDRESS = re.compile(r"[^\s<>\"(),;:@]+@[^\s<>\"(),;:@]+")
+_ANGLED = re.compile(r"<([^\s<>\"(),;:@]+@[^\s<>\"(),;:@]+)>")
+
+
 def _sender(headers: _Headers, meta: dict[str, Any], defects: list[str]) -> tuple[str | None, str]:
     for header in ("From", "Sender", "Reply-To"):
         for name, address in headers.addresses(header):
-            if "@" in address:
+            if _ADDRESS.fullmatch(address.strip()):
                 return (name.strip() or None), normalise_address(address)
+        # An unbalanced quote or bracket confuses the address parser: take the
+        # last thing that looks like an address.
+        found = _ADDRESS.findall(headers.text(header))
+        if found:
+            defects.append(f"header {header}: address read leniently")
+            return None, normalise_address(found[-1])
     envelope = str(meta.get("mail_from") or "")
     if "@" in envelope:
         defects.append("sender taken from the envelope")
@@ -374,7 +400,7 @@ def _walk(msg: Message, headers: _Headers, defects: list[str]) -> _Body:
         elif ctype == "text/plain" and disposition != "attachment" and not filename:
             body.texts.append(_text_of(part, defects))
         elif ctype == "text/html" and disposition != "attachment" and not filename:
-            body.htmls.append(_text_of(part, defects))
+            body.htmls.append(_text_of(part, defects, MAX_HTML_STORED))
         else:
             if ctype == "application/ms-tnef" and not filename:
                 filename = "winmail.dat"
@@ -440,11 +466,11 @@ def _payload(part: Message) -> bytes:
     return raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else b""
 
 
-def _text_of(part: Message, defects: list[str]) -> str:
+def _text_of(part: Message, defects: list[str], limit: int = MAX_TEXT_CHARS) -> str:
     data = _payload(part)
     label = _charset_of(part)
     text = charsets.decode(data, label or "us-ascii", defects).replace("\r\n", "\n")
-    text = text[: MAX_TEXT_CHARS + 1].replace("\x00", "")
+    text = text[: limit + 1].replace("\x00", "")
     try:
         flowed = str(part.get_param("format", "") or "").lower() == "flowed"
         delsp = str(part.get_param("delsp", "") or "").lower() == "yes"
@@ -568,7 +594,8 @@ def _attachment(
     part: Message, ctype: str, filename: str | None, inner: Message | None = None
 ) -> InboundAttachment:
     data = _serialise(inner) if inner is not None else _payload(part)
-    if ctype == "message/delivery-status" and not data:
+    if not data and isinstance(part.get_payload(), list):
+        # message/delivery-status, message/disposition-notification: blocks of fields.
         data = _delivery_status_text(part).encode("utf-8", "replace")
     try:
         content_id = str(part.get("Content-ID") or "").strip().strip("<>") or None

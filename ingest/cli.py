@@ -81,16 +81,26 @@ def _parser() -> argparse.ArgumentParser:
     entries = journal_sub.add_parser("list", help="messages, newest first, with what decided them")
     entries.add_argument(
         "--outcome",
-        choices=["pending", "created", "appended", "duplicate", "skipped", "failed", "dead"],
+        choices=[
+            "pending",
+            "created",
+            "appended",
+            "duplicate",
+            "skipped",
+            "failed",
+            "dead",
+            "dropped",
+        ],
     )
     entries.add_argument("--limit", type=int, default=50)
     entries.add_argument("--offset", type=int, default=0)
     entries.add_argument("--json", action="store_true", help="print JSON")
     entries.set_defaults(handler=_journal_list)
 
-    from ingest import rulescli
+    from ingest import deadletterscli, rulescli
 
     rulescli.register(commands, _console())
+    deadletterscli.register(commands, _console())
     return parser
 
 

@@ -11,7 +11,7 @@ import time
 from channels import mime
 from channels.email_out import EmailSender
 from channels.smtp import SmtpChannel
-from ingest import cases
+from ingest import cases, mailpolicy
 from ingest.clock import Clock, SystemClock
 from ingest.config import Config
 from ingest.health import Health
@@ -49,7 +49,10 @@ class Daemon:
         senders: dict[str, Sender] = {}
         if config.outbound_email.enabled:
             senders["email"] = EmailSender(config.outbound_email, self.clock)
-        self.outbox = OutboxDelivery(self.store, config.outbox, self.clock, senders)
+        # --- issue 4: automatic mail to a hard-bounced address is held back at send time too
+        self.outbox = OutboxDelivery(
+            self.store, config.outbox, self.clock, senders, screen=mailpolicy.screen
+        )
         self._outbox_wake = asyncio.Event()
         self.smtp: SmtpChannel | None = None
         self.http: HttpServer | None = None
