@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from ingest import mailpolicy, outbox
+from ingest import casenumber, mailpolicy, outbox
 from ingest.config import AutomaticMailConfig, OutboundEmailConfig
 from ingest.message import InboundMessage
 from ingest.signing import InvalidToken, Signer
@@ -154,9 +154,9 @@ def case_id_from_message_id(message_id: str, signer: Signer | None, now: datetim
     """The case one of our Message-IDs names, if it is genuinely ours."""
     if signer is None:
         return None
-    local = message_id.strip("<>").partition("@")[0]
-    _number, dot, token = local.rpartition(".")
-    if not dot or not token:
+    local = message_id.strip().strip("<>").rpartition("@")[0]
+    number, dot, token = local.rpartition(".")
+    if not dot or not token or not casenumber.PATTERN.fullmatch(number):
         return None
     try:
         payload = signer.verify(MESSAGE_ID_PURPOSE, token, now=now)

@@ -46,7 +46,9 @@ def test_latin1_label_over_utf8_bytes_is_read_as_utf8() -> None:
 
 def test_utf8_label_over_windows_1252_bytes_falls_back() -> None:
     msg = load("charset_declared_utf8_but_cp1252.eml")
-    assert msg.text == "Bonjour, la facture n°42 indique 120 € au lieu de 100 €. Merci d’avance."
+    assert (
+        msg.text == "Bonjour, la facture n°42 indique 120 € au lieu de 100 €. Merci d\u2019avance."
+    )
     assert msg.subject == "Facture erronée"
     assert "text: not valid utf-8" in msg.defects
 
@@ -184,11 +186,15 @@ def test_rfc2231_continuations_and_hostile_paths() -> None:
     names = [a.filename for a in msg.attachments]
     assert names[0] == "Vertrag für Köln 2026.pdf"
     assert names[1] is not None
-    assert "\\" not in names[1] and "/" not in names[1] and not names[1].startswith(".")
+    assert "\\" not in names[1]
+    assert "/" not in names[1]
+    assert not names[1].startswith(".")
     assert mime.safe_filename("../../etc/passwd") == "passwd"
     assert mime.safe_filename("a\x00b\x07c.txt") == "abc.txt"
     long = mime.safe_filename("x" * 500 + ".pdf")
-    assert long is not None and len(long) == 200 and long.endswith(".pdf")
+    assert long is not None
+    assert len(long) == 200
+    assert long.endswith(".pdf")
 
 
 def test_tnef_is_kept_as_winmail_dat() -> None:
@@ -230,7 +236,8 @@ def test_html_only_gmail_reply_reads_like_text() -> None:
 def test_html_lists_links_quotes_and_preformatted_text() -> None:
     html = (
         "<ul><li>one<ol><li>nested</li></ol></li><li>two</li></ul>"
-        "<p><a href='https://example.com/a'>label</a> <a href='mailto:x@example.com'>x@example.com</a>"
+        "<p><a href='https://example.com/a'>label</a> "
+        "<a href='mailto:x@example.com'>x@example.com</a>"
         " <a href='https://example.com/b'></a></p>"
         "<blockquote>quoted<blockquote>deeper</blockquote></blockquote>"
         "<pre>  keep\n    indent</pre><script>alert(1)</script>"
@@ -282,7 +289,8 @@ def test_postfix_hard_bounce_is_a_delivery_report() -> None:
         "failed",
         "5.1.1",
     )
-    assert failed.diagnostic is not None and "User unknown" in failed.diagnostic
+    assert failed.diagnostic is not None
+    assert "User unknown" in failed.diagnostic
     assert guard.is_bounce(msg)
     assert guard.never_answer(msg) == "the message is a bounce"
 
@@ -302,10 +310,12 @@ def test_soft_bounce_and_exim_bounce() -> None:
 
 def test_read_receipts_and_out_of_office_are_automatic_but_not_bounces() -> None:
     mdn = load("read_receipt_mdn.eml")
-    assert mdn.report is None and not guard.is_bounce(mdn)
+    assert mdn.report is None
+    assert not guard.is_bounce(mdn)
     assert guard.is_auto_reply(mdn)
     ooo = load("out_of_office_exchange.eml")
-    assert guard.is_auto_reply(ooo) and not guard.is_bounce(ooo)
+    assert guard.is_auto_reply(ooo)
+    assert not guard.is_bounce(ooo)
 
 
 def test_null_envelope_sender_marks_automatic_mail() -> None:
@@ -332,7 +342,7 @@ def mime_trees(draw: st.DrawFn) -> bytes:
         body = draw(TEXT)
         label = draw(st.sampled_from(LABELS))
         encoding = draw(st.sampled_from(["utf-8", "cp1252", "koi8-r"]))
-        data = body.encode(encoding, "replace")
+        data: bytes = body.encode(encoding, "replace")
         cte = draw(st.sampled_from(["8bit", "base64", "quoted-printable", "x-broken"]))
         if cte == "base64":
             import base64
@@ -353,20 +363,20 @@ def mime_trees(draw: st.DrawFn) -> bytes:
     boundary = draw(st.sampled_from(["b1", "", "===x==="]))
     subject = draw(TEXT).replace("\n", " ")
     header_charset = draw(st.sampled_from(["utf-8", "latin-1"]))
-    head = (
+    header = (
         f"From: {draw(TEXT)[:20].replace(chr(10), ' ')} <a@example.com>\r\n"
         f"Subject: {subject}\r\nMIME-Version: 1.0\r\n"
     ).encode(header_charset, "replace")
     if len(parts) == 1 and draw(st.booleans()):
-        return head + parts[0]
+        return header + parts[0]
     ctype = (
         f'Content-Type: multipart/mixed; boundary="{boundary}"\r\n\r\n'
         if boundary
         else ("Content-Type: multipart/mixed\r\n\r\n")
     )
     delimiter = f"--{boundary or 'guess'}".encode()
-    body = b"".join(delimiter + b"\r\n" + p + b"\r\n" for p in parts) + delimiter + b"--\r\n"
-    return head + ctype.encode() + body
+    payload = b"".join(delimiter + b"\r\n" + p + b"\r\n" for p in parts) + delimiter + b"--\r\n"
+    return header + ctype.encode() + payload
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -374,7 +384,8 @@ def mime_trees(draw: st.DrawFn) -> bytes:
 def test_generated_messages_always_parse(raw: bytes) -> None:
     msg = mime.parse(raw)
     assert msg.sender == "a@example.com"
-    assert "\x00" not in msg.text and "\x00" not in msg.subject
+    assert "\x00" not in msg.text
+    assert "\x00" not in msg.subject
     for text in (msg.text, msg.subject, *(a.filename or "" for a in msg.attachments)):
         text.encode("utf-8")  # no lone surrogates reach the store
 
