@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from ingest import casenumber, mailpolicy, outbox
+from ingest import casenumber, mailpolicy, outbox, signing
 from ingest.config import AutomaticMailConfig, OutboundEmailConfig
 from ingest.message import InboundMessage
 from ingest.signing import InvalidToken, Signer
@@ -146,7 +146,8 @@ def new_message_id(case: Case, domain: str, signer: Signer | None) -> str:
     """`<CAS-01000-K7Q2ZP.<token>@domain>`: unique, and names its case verifiably."""
     if signer is None:
         return f"<{case.number}.{secrets.token_hex(10)}@{domain}>"
-    payload = secrets.token_bytes(5) + case.id.to_bytes(8, "big")
+    # Four random bytes keep two mails about one case apart; the id is as short as it can be.
+    payload = secrets.token_bytes(4) + signing.id_bytes(case.id)
     return f"<{case.number}.{signer.sign(MESSAGE_ID_PURPOSE, payload)}@{domain}>"
 
 
@@ -162,7 +163,7 @@ def case_id_from_message_id(message_id: str, signer: Signer | None, now: datetim
         payload = signer.verify(MESSAGE_ID_PURPOSE, token, now=now)
     except InvalidToken:
         return None
-    return int.from_bytes(payload[5:], "big") if len(payload) == 13 else None
+    return int.from_bytes(payload[4:], "big") if 4 < len(payload) <= 12 else None
 
 
 def reply_address(

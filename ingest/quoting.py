@@ -73,10 +73,11 @@ class Split:
 def split(text: str) -> Split:
     lines = text.split("\n")
     head, tail = lines[:MAX_LINES], lines[MAX_LINES:]
-    if any(_FORWARD.match(line) for line in head):
-        cut = _quote_start(head, stop_at_forward=True)
-    else:
-        cut = _quote_start(head)
+    forward = next((i for i, line in enumerate(head) if _FORWARD.match(line)), None)
+    cut = _quote_start(head[:forward] if forward is not None else head)
+    if forward is not None and cut is None:
+        # What was forwarded is the message: nothing in it is history or signature.
+        return Split(text.strip("\n"), "", "")
     if cut is None:
         new_lines, quoted_lines = _trailing_quote(head)
     else:
@@ -96,10 +97,8 @@ def split(text: str) -> Split:
     return Split(new, "\n".join(quoted_lines + tail).strip("\n"), signature)
 
 
-def _quote_start(lines: list[str], stop_at_forward: bool = False) -> int | None:
+def _quote_start(lines: list[str]) -> int | None:
     for i, line in enumerate(lines):
-        if stop_at_forward and _FORWARD.match(line):
-            return None  # a forward comes first: everything is the message
         stripped = line.strip()
         if not stripped or stripped.startswith(">"):
             continue
@@ -115,6 +114,9 @@ def _quote_start(lines: list[str], stop_at_forward: bool = False) -> int | None:
 
 
 def _attribution(lines: list[str], i: int) -> bool:
+    first = lines[i].strip()
+    if not (_OPENER.match(first) or first[:1].isdigit()):
+        return False  # an attribution starts "On <date>", "Am <date>", or with the date
     # Clients wrap long attributions: join up to three lines and look again.
     joined = ""
     for j in range(i, min(i + 3, len(lines))):

@@ -99,6 +99,11 @@ def _minutes(expires_at: datetime | None) -> int:
     return minutes
 
 
+def id_bytes(value: int) -> bytes:
+    """An id in as few bytes as it needs."""
+    return _varint(value)
+
+
 def _varint(value: int) -> bytes:
     return value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big")
 

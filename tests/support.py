@@ -148,8 +148,15 @@ class Database:
 class Daemon:
     """`ingestd run` in a subprocess with its own config, ports and database."""
 
-    def __init__(self, workdir: Path, database: Database, overrides: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        workdir: Path,
+        database: Database,
+        overrides: dict[str, Any] | None = None,
+        env: dict[str, str] | None = None,
+    ):
         self.workdir = workdir
+        self.env = env  # extra environment for the daemon (INGESTD_FAULTS, say)
         self.database = database
         self.smtp_port = free_port()
         self.http_port = free_port()
@@ -175,6 +182,7 @@ class Daemon:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "ingest", "--config", str(self.config_path), "run"],
             cwd=self.workdir,
+            env={**os.environ, **self.env} if self.env else None,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
