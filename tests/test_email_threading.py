@@ -6,6 +6,7 @@ every new case gets an acknowledgement through `ingest/outmail.py`.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterator
 from datetime import timedelta
@@ -16,7 +17,11 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, select, update
 
-from ingest import deadletters, failpoints, outmail, signing
+from channels.email_out import EmailSender
+from ingest import deadletters, failpoints, mailpolicy, outmail, signing
+from ingest import outbox as outbox_module
+from ingest.config import OutboxConfig
+from ingest.outbox import OutboxDelivery
 from ingest.pipeline import load_signer
 from ingest.store.models import (
     Activity,
@@ -30,6 +35,7 @@ from ingest.store.models import (
 from ingest.templating import Rendered
 from tests.harness import Harness, email
 from tests.support import REPO, Database
+from tests.test_outbox import SinkHandler, email_config, relay
 
 CORPUS = Path(__file__).parent / "corpus"
 ANA = "Ana Lima <ana@customer.example>"
@@ -396,3 +402,41 @@ def test_dropping_keeps_the_bytes_and_the_error(h: Harness) -> None:
     assert view["headers"]["Subject"] == "a"
     assert view["size"] > 0
     assert h.pipeline.backlog() == (0, 1)
+
+
+def test_a_suppression_also_holds_back_mail_queued_before_it(h: Harness) -> None:
+    number = new_case(h)  # its acknowledgement waits in the outbox
+    with h.store.write() as session:
+        session.add(
+            Suppression(
+                address="ana@customer.example",
+                reason="hard bounce 5.1.1",
+                created_at=h.clock.now(),
+                until=h.clock.now() + timedelta(days=30),
+            )
+        )
+        outbox_module.enqueue(
+            session,
+            kind="reply",  # an agent's reply is not automatic: it still goes
+            channel="email",
+            recipient="ana@customer.example",
+            subject="About your printer",
+            body_text="Please call us.",
+            now=h.clock.now(),
+        )
+    sink = SinkHandler()
+    with relay(sink) as port:
+        delivery = OutboxDelivery(
+            h.store,
+            OutboxConfig(lease_seconds=60, send_timeout=10),
+            h.clock,
+            {"email": EmailSender(email_config(port), h.clock)},
+            screen=mailpolicy.screen,
+        )
+        assert asyncio.run(delivery.run_once()) == 2
+    ack, reply = outbox(h)
+    assert (ack.case_id, ack.state) == (h.case(number).id, "suppressed")
+    assert ack.last_error is not None
+    assert ack.last_error.startswith("not sent: ana@customer.example is suppressed until ")
+    assert reply.state == "sent"
+    assert [r.message["Subject"] for r in sink.received] == ["About your printer"]
