@@ -97,6 +97,7 @@ class _Collector(HTMLParser):
             self.s.breaks = 0
             self.line_quote = self.quote
             self.s.prefix = self._quote_prefix() + self._list_indent()
+        text = text[: MAX_TEXT_CHARS - self.s.size + 1]
         self.s.current.append(text)
         self.s.size += len(text)
         if self.s.size > MAX_TEXT_CHARS:

@@ -216,6 +216,13 @@ class Pipeline:
             raise  # may pass: retried like any other failure
         except Exception as exc:
             raise UnparsableMessage(f"cannot parse: {_short_error(exc)}") from exc
+        if msg.defects:
+            # What the parser repaired (a wrong charset, a guessed boundary): the
+            # message is processed, and whoever wonders about its text can see why.
+            log.info(
+                "message repaired while parsing",
+                extra={"channel": row.channel, "journal_id": row.id, "defects": msg.defects[:20]},
+            )
 
         earlier = self._earlier_copy(session, msg)
         if earlier is not None:
