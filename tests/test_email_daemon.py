@@ -146,6 +146,18 @@ def outbox_rows(database: Database) -> int:
         engine.dispose()
 
 
+def acknowledged(
+    daemon: Daemon, sink: Relay, subject: str, name: str
+) -> tuple[EmailMessage, str, EmailMessage]:
+    """A first mail from NAME, its case number, and the acknowledgement the relay got."""
+    first = mail.message(
+        subject=subject, sender=f"{name} <{name.split()[0].lower()}@customer.example>"
+    )
+    send(daemon, first)
+    wait_until(lambda: len(sink.received) == 1, timeout=20)
+    return first, str(row_for(daemon, first)["case"]), sink.received[0]
+
+
 # -- a conversation ---------------------------------------------------------------------
 
 
@@ -153,11 +165,7 @@ def test_a_conversation_threads_by_token_and_headers_and_nothing_else(
     tmp_path: Path, database: Database
 ) -> None:
     with relay() as (sink, port), running(tmp_path, database, port) as daemon:
-        first = mail.message(subject="Printer shows E-42", sender="Ana Lima <ana@customer.example>")
-        send(daemon, first)
-        wait_until(lambda: len(sink.received) == 1, timeout=20)
-        ack = sink.received[0]
-        number = row_for(daemon, first)["case"]
+        first, number, ack = acknowledged(daemon, sink, "Printer shows E-42", "Ana Lima")
         # The acknowledgement: text and HTML from the templates, threaded, marked, tokenised.
         assert ack.get_content_type() == "multipart/alternative"
         text_part, html_part = ack.iter_parts()
@@ -234,11 +242,8 @@ def test_a_bounce_lands_on_its_case_suppresses_and_is_never_answered(
     tmp_path: Path, database: Database
 ) -> None:
     with relay() as (sink, port), running(tmp_path, database, port) as daemon:
-        first = mail.message(subject="Invoice question", sender="Bob <bob@customer.example>")
-        send(daemon, first)
-        wait_until(lambda: len(sink.received) == 1, timeout=20)
-        number = row_for(daemon, first)["case"]
-        ack_id = str(sink.received[0]["Message-ID"]).strip()
+        _first, number, ack = acknowledged(daemon, sink, "Invoice question", "Bob")
+        ack_id = str(ack["Message-ID"]).strip()
         raw = (CORPUS / "dsn_hard_bounce_postfix.eml").read_bytes()
         raw = raw.replace(b"<CAS-01000-AAAAAA.original@example.com>", ack_id.encode())
         raw = raw.replace(b"gone@customer.example", b"bob@customer.example")
