@@ -243,7 +243,7 @@ def html_to_text(html: str) -> str:
     text = re.sub(r"(?m)^(>?[> ]*)\| ", r"\1", text)
     text = re.sub(r"(?m) \|$", "", text)
     text = re.sub(r"\n(?:[> ]*\n){2,}", "\n\n", text)
-    return text.strip("\n")
+    return text.strip("\n")[:MAX_TEXT_CHARS]
 
 
 def is_truncated(html: str) -> bool:

@@ -6,7 +6,6 @@ missing boundaries, odd filenames, nesting, TNEF, HTML-only mail, bounces.
 
 from __future__ import annotations
 
-import time
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from channels import charsets, mime
-from channels.htmltext import MAX_HTML_CHARS, html_to_text
+from channels.htmltext import MAX_HTML_CHARS, MAX_TEXT_CHARS, html_to_text
 from ingest import guard
 from ingest.message import InboundMessage
 
@@ -266,13 +265,14 @@ def test_huge_html_costs_a_bounded_amount_of_work() -> None:
     assert any("not kept on the activity" in d for d in msg.defects)
 
 
-def test_pathological_html_is_linear() -> None:
-    # Deep nesting, unclosed tags and bare '<': the same work per character.
-    for html in ("<div>" * 200_000, "<" * 1_000_000, "<blockquote>" * 50_000 + "x"):
-        started = time.process_time()
-        text = html_to_text(html)
-        assert len(text) <= 600_000
-        assert time.process_time() - started < 10  # a generous bound on a shared 2-core VM
+def test_pathological_html_gives_bounded_text() -> None:
+    # Deep nesting, bare '<' and unclosed tags: what they cost is measured in
+    # bench/mime.py; here, that the text stays bounded and the nesting shallow.
+    assert html_to_text("<div>" * 50_000) == ""
+    assert len(html_to_text("<p>word " * 200_000)) == MAX_TEXT_CHARS
+    deep = html_to_text("<blockquote>" * 20_000 + "x")
+    assert deep == "> " * 10 + "x"  # shown at most ten levels deep
+    assert len(html_to_text("<a " + "x=1 " * 150_000)) == MAX_TEXT_CHARS
 
 
 # -- bounces and automatic mail --------------------------------------------------------
@@ -379,7 +379,7 @@ def mime_trees(draw: st.DrawFn) -> bytes:
     return header + ctype.encode() + payload
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mime_trees())
 def test_generated_messages_always_parse(raw: bytes) -> None:
     msg = mime.parse(raw)
@@ -390,7 +390,7 @@ def test_generated_messages_always_parse(raw: bytes) -> None:
         text.encode("utf-8")  # no lone surrogates reach the store
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.data())
 def test_mutated_real_messages_always_parse(data: st.DataObject) -> None:
     name = data.draw(st.sampled_from(sorted(p.name for p in CORPUS.glob("*.eml"))))
