@@ -28,6 +28,7 @@ class SupportMailHandler:
 
     def __init__(self, config: SmtpConfig, journal: Journal, metrics: Metrics) -> None:
         self.addresses = frozenset(config.addresses)
+        self.plus_addresses = config.plus_addresses
         self.max_recipients = config.max_recipients
         self.journal = journal
         self.metrics = metrics
@@ -38,7 +39,7 @@ class SupportMailHandler:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        if mime.normalise_address(address) not in self.addresses:
+        if not self._ours(mime.normalise_address(address)):
             self.metrics.rejected.labels("email", "unknown_recipient").inc()
             log.info("recipient refused", extra={"channel": "email", "peer": _peer(session)})
             return f"550 5.1.1 <{address}>: Recipient address rejected: not a support address here"
@@ -46,6 +47,14 @@ class SupportMailHandler:
             return "452 4.5.3 Too many recipients"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 Recipient OK"
+
+    def _ours(self, address: str) -> bool:
+        if address in self.addresses:
+            return True
+        # support+<reply token>@example.com is support@example.com (RFC 5233 subaddress).
+        local, at, domain = address.rpartition("@")
+        base, plus, _tag = local.partition("+")
+        return self.plus_addresses and bool(plus and at) and f"{base}@{domain}" in self.addresses
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or b""

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from ingest import casenumber
+from ingest import casenumber, quoting
 from ingest.config import QueueConfig
 from ingest.message import InboundMessage
 from ingest.store.models import (
@@ -80,6 +80,8 @@ def open_case(
 def record_inbound(
     session: Session, case: Case | None, msg: InboundMessage, journal_id: int | None, now: datetime
 ) -> Activity:
+    # Only mail quotes its history; other channels' text is all new.
+    parts = quoting.split(msg.text) if msg.identity_kind == "email" else None
     activity = Activity(
         case=case,
         type=ACTIVITY_TYPE_BY_CHANNEL.get(msg.channel, ActivityType.TASK).value,
@@ -91,6 +93,8 @@ def record_inbound(
         subject=msg.subject,
         text=msg.text,
         html=msg.html,
+        new_text=parts.new if parts else msg.text,
+        signature=(parts.signature or None) if parts else None,
         external_id=msg.message_id or msg.external_id,
         in_reply_to=msg.in_reply_to,
         references=msg.references,

@@ -61,6 +61,8 @@ def activity_view(activity: Activity) -> dict[str, Any]:
         "recipients": activity.recipients,
         "subject": activity.subject,
         "text": activity.text,
+        "new_text": activity.new_text if activity.new_text is not None else activity.text,
+        "signature": activity.signature,
         "external_id": activity.external_id,
         "created_at": _iso(activity.created_at),
         "attachments": [

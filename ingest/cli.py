@@ -81,14 +81,23 @@ def _parser() -> argparse.ArgumentParser:
     entries = journal_sub.add_parser("list", help="messages, newest first, with what decided them")
     entries.add_argument(
         "--outcome",
-        choices=["pending", "created", "appended", "duplicate", "skipped", "failed", "dead"],
+        choices=[
+            "pending",
+            "created",
+            "appended",
+            "duplicate",
+            "skipped",
+            "failed",
+            "dead",
+            "dropped",
+        ],
     )
     entries.add_argument("--limit", type=int, default=50)
     entries.add_argument("--offset", type=int, default=0)
     entries.add_argument("--json", action="store_true", help="print JSON")
     entries.set_defaults(handler=_journal_list)
 
-    from ingest import rulescli
+    from ingest import deadletterscli, rulescli
 
     rulescli.register(commands, _console())
     from ingest import importcli  # IMAP back-fill (issue 4)
@@ -98,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
 
     slacli.register(commands, _console())
     entitlementscli.register(commands, _console())
+    deadletterscli.register(commands, _console())
     return parser
 
 
@@ -264,7 +274,7 @@ def _print_case(detail: dict[str, Any]) -> None:
     for column in ("When", "Type", "Dir", "From", "Subject", "Text"):
         table.add_column(column, overflow="fold")
     for a in detail["activities"]:
-        text = (a["text"] or "").strip().replace("\n", " ")
+        text = (a["new_text"] or "").strip().replace("\n", " ")
         table.add_row(
             a["created_at"][:19].replace("T", " "),
             a["type"],

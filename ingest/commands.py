@@ -12,7 +12,9 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from ingest import lifecycle
 from ingest.message import InboundMessage
+from ingest.sla import SlaBook
 from ingest.store.models import (
     Activity,
     ActivityState,
@@ -34,13 +36,13 @@ def skip_reason(command: str) -> str:
     return f"/{command}: the customer opened the chat (greeted, no case)"
 
 
-def close_conversation(session: Session, case: Case, msg: InboundMessage, now: datetime) -> None:
+def close_conversation(
+    session: Session, case: Case, msg: InboundMessage, now: datetime, book: SlaBook
+) -> None:
     """Resolve the case at the customer's request; the next message starts a new conversation."""
     if case.state == CaseState.ACTIVE.value:
-        case.state = CaseState.RESOLVED.value
-        case.status_reason = StatusReason.PROBLEM_SOLVED.value
-        case.resolved_at = now
-        case.updated_at = now
+        # Through the lifecycle, so KPIs end and an entitlement term counts as for any resolution.
+        lifecycle.resolve(session, case, now, book, StatusReason.PROBLEM_SOLVED.value)
     session.add(
         Activity(
             case=case,

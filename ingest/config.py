@@ -62,6 +62,8 @@ class SmtpConfig(Section):
     max_message_size: int = Field(25 * 1024 * 1024, ge=1024)
     max_recipients: int = Field(100, ge=1)
     timeout: float = Field(60.0, gt=0, description="idle seconds before a client is dropped")
+    # support+anything@ reaches support@: replies to our Reply-To tokens arrive that way.
+    plus_addresses: bool = True
 
     @field_validator("addresses")
     @classmethod
@@ -131,6 +133,10 @@ class OutboundEmailConfig(Section):
     from_name: str | None = None
     envelope_from: str | None = Field(None, description="MAIL FROM; default: from_address")
     message_id_domain: str | None = Field(None, description="default: from_address's domain")
+    # Reply-To: support+<signed token>@domain, so a reply finds its case whatever
+    # the client does to the subject and the threading headers.
+    reply_token: bool = True
+    reply_token_days: int | None = Field(None, ge=1, description="token lifetime; None: forever")
 
     @field_validator("from_address", "envelope_from")
     @classmethod
@@ -229,6 +235,31 @@ class ImapConfig(Section):
         return next((m for m in self.mailboxes if m.name.lower() == name.lower()), None)
 
 
+class SigningConfig(Section):
+    """The secret behind signed tokens (reply addresses, later survey links)."""
+
+    # Unset: one is generated at first start and kept in the store, shared by all daemons.
+    secret: SecretStr | None = Field(None, description="at least 16 characters; use ${ENV}")
+    previous_secrets: list[SecretStr] = Field(default_factory=list)
+
+    @field_validator("secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("the signing secret needs at least 16 characters")
+        return value
+
+
+class AutomaticMailConfig(Section):
+    """Limits on mail ingestd sends by itself (auto-responses, SLA and survey mail)."""
+
+    max_per_address: int = Field(5, ge=1, description="automatic mails to one address per window")
+    max_per_case: int = Field(5, ge=1, description="automatic mails about one case per window")
+    window_minutes: float = Field(60.0, gt=0)
+    # A hard bounce (5.x.x) stops automatic mail to the address for this long.
+    suppress_hard_bounces_days: float = Field(30.0, ge=0)
+
+
 class PipelineConfig(Section):
     batch_size: int = Field(100, ge=1, le=10_000)
     max_attempts: int = Field(5, ge=1)
@@ -272,6 +303,8 @@ class Config(Section):
     telegram: TelegramConfig = TelegramConfig()
     sms: SmsConfig = SmsConfig()
     twitter: TwitterConfig = TwitterConfig()
+    signing: SigningConfig = SigningConfig()
+    automatic_mail: AutomaticMailConfig = AutomaticMailConfig()
     source: str = Field("<defaults>", exclude=True)
 
     @field_validator("rules_timezone")

@@ -1,7 +1,20 @@
-"""Threading: which case, if any, an inbound message continues."""
+"""Threading: which case, if any, an inbound message continues.
+
+In this order, and the first that finds a case decides:
+1. the signed token of our Reply-To address (`support+<token>@domain`) among
+   the recipients: nothing but our own mail can produce one;
+2. In-Reply-To, then References (newest first), against the Message-IDs of
+   stored activities, incoming and outgoing (our automatic mail is recorded
+   as outgoing activities), then against our own signed Message-ID format;
+3. a case number in the subject, only when the sender already takes part in
+   that case, and never for a forward (Fw:, Fwd:, WG:, TR:, RV:, I: ...): a
+   forward is a new case unless a header above said otherwise.
+A new subject from the same sender is a new case.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -9,12 +22,28 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ingest import casenumber
+from ingest import casenumber, outmail
 from ingest.message import InboundMessage
+from ingest.signing import Signer
 from ingest.store.models import Activity, ActivityType, Case, CaseState, Contact, Direction
 
 _MAX_LOOKUP_IDS = 50
 _MAX_MERGE_HOPS = 20
+_MAX_TOKEN_ADDRESSES = 20
+# Forward prefixes: English, German (WG), French (TR), Spanish (RV), Portuguese (ENC),
+# Italian (I, Inoltro), Dutch (Doorst), Swedish (VB), Finnish (VL). Not VS: Finnish
+# replies use it, and Norwegian forwards still only thread for participants.
+_FORWARD = re.compile(
+    r"^\s*(?:\[[^\]]{0,40}\]\s*)?(?:(?:re|aw|sv|antw)\s*(?:\[\d+\])?\s*:\s*)*"
+    r"(?:fwd?|wg|tr|rv|enc|i|inoltro|doorst|vb|vl)\s*(?:\[\d+\])?\s*:",
+    re.IGNORECASE,
+)
+# Where a plus-address can hide besides To/Cc (mail fetched from a mailbox has no envelope).
+_DELIVERY_HEADERS = ("delivered-to", "x-original-to", "envelope-to", "x-envelope-to")
+
+
+def is_forward(subject: str) -> bool:
+    return _FORWARD.match(subject or "") is not None
 
 
 @dataclass(frozen=True)
@@ -22,7 +51,7 @@ class Thread:
     """The case a message belongs to, how it was found, and the case it follows on from."""
 
     case: Case | None
-    matched_by: str | None = None  # in-reply-to | references | subject | conversation
+    matched_by: str | None = None  # token | in-reply-to | references | subject | conversation
     previous: Case | None = None  # a closed case the message answered
 
 
@@ -30,27 +59,49 @@ def find_thread(
     session: Session,
     msg: InboundMessage,
     contact: Contact | None,
+    signer: Signer | None = None,
+    now: datetime | None = None,
     *,
     windows: Mapping[str, timedelta] | None = None,
-    now: datetime | None = None,
 ) -> Thread:
     """`windows` (per channel) turn on conversations: see `_by_conversation`."""
-    case, how = _by_message_ids(session, msg)
+    case, how = None, None
+    if signer is not None and now is not None:
+        case, how = _by_token(session, msg, signer, now)
     if case is None:
+        case, how = _by_message_ids(session, msg, signer, now)
+    if case is None and not is_forward(msg.subject):
         case, how = _by_subject_number(session, msg, contact)
     window = (windows or {}).get(msg.channel)
     if case is None and window is not None and contact is not None and now is not None:
         case, how = _by_conversation(session, msg.channel, contact, now - window)
     if case is None:
         return Thread(None)
-    case = _follow_merges(session, case)
+    case = follow_merges(session, case)
     if case.state == CaseState.ACTIVE.value:
         return Thread(case, how)
     # A reply to a resolved or cancelled case opens a new one that links back.
     return Thread(None, how, previous=case)
 
 
-def _by_message_ids(session: Session, msg: InboundMessage) -> tuple[Case | None, str | None]:
+def _by_token(
+    session: Session, msg: InboundMessage, signer: Signer, now: datetime
+) -> tuple[Case | None, str | None]:
+    addresses = [*msg.recipients, *(msg.headers.get(h, "") for h in _DELIVERY_HEADERS)]
+    for address in addresses[:_MAX_TOKEN_ADDRESSES]:
+        if "+" not in address:
+            continue
+        case_id = outmail.case_id_from_address(address, signer, now)
+        if case_id is not None:
+            case = session.get(Case, case_id)
+            if case is not None:
+                return case, "token"
+    return None, None
+
+
+def _by_message_ids(
+    session: Session, msg: InboundMessage, signer: Signer | None, now: datetime | None
+) -> tuple[Case | None, str | None]:
     ids = msg.thread_ids[:_MAX_LOOKUP_IDS]
     if not ids:
         return None, None
@@ -66,6 +117,13 @@ def _by_message_ids(session: Session, msg: InboundMessage) -> tuple[Case | None,
         if ref in by_id:
             how = "in-reply-to" if ref == msg.in_reply_to else "references"
             return session.get(Case, by_id[ref]), how
+    if signer is not None and now is not None:
+        # Ours, though no activity has it (an older copy of the store, say).
+        for ref in ids:
+            case_id = outmail.case_id_from_message_id(ref, signer, now)
+            case = session.get(Case, case_id) if case_id is not None else None
+            if case is not None:
+                return case, "in-reply-to" if ref == msg.in_reply_to else "references"
     return None, None
 
 
@@ -130,7 +188,7 @@ def _by_conversation(
     return None, None
 
 
-def _follow_merges(session: Session, case: Case) -> Case:
+def follow_merges(session: Session, case: Case) -> Case:
     hops = 0
     while case.merged_into_id is not None and hops < _MAX_MERGE_HOPS:
         target = session.get(Case, case.merged_into_id)

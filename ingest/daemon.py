@@ -12,7 +12,7 @@ from channels import chat, mime
 from channels.email_out import EmailSender
 from channels.imap import ImapChannel
 from channels.smtp import SmtpChannel
-from ingest import cases, slaviews
+from ingest import cases, mailpolicy, slaviews
 from ingest.clock import Clock, FileClock, from_environment
 from ingest.config import Config
 from ingest.health import Health
@@ -64,7 +64,10 @@ class Daemon:
             ready=lambda: self.health.ready and not self._stopping.is_set(),
         )
         # --- end chat channels ---
-        self.outbox = OutboxDelivery(self.store, config.outbox, self.clock, senders)
+        # --- issue 4: automatic mail to a hard-bounced address is held back at send time too
+        self.outbox = OutboxDelivery(
+            self.store, config.outbox, self.clock, senders, screen=mailpolicy.screen
+        )
         self._outbox_wake = asyncio.Event()
         self.smtp: SmtpChannel | None = None
         self.http: HttpServer | None = None

@@ -4,6 +4,10 @@
 would: no cleanup, no flush) the first time code passes `hit("imap.after_commit")`;
 `name:3` dies on the third pass. Several are separated by commas. With the
 variable unset, `hit` is one set lookup: cheap enough for hot paths.
+
+`INGESTD_FAULTS=pipeline.parse:2` makes `fault("pipeline.parse")` raise
+`InjectedFault` on its first two passes instead: an error the code must
+survive (a dead letter, a retry), not a crash.
 """
 
 from __future__ import annotations
@@ -26,7 +30,30 @@ def _parse(spec: str) -> dict[str, int]:
 
 
 _armed = _parse(os.environ.get("INGESTD_FAILPOINTS", ""))
+_faults = _parse(os.environ.get("INGESTD_FAULTS", ""))
 _lock = threading.Lock()
+
+
+class InjectedFault(RuntimeError):
+    """Raised where INGESTD_FAULTS asks for it."""
+
+
+def fault(name: str) -> None:
+    """Raise InjectedFault while the fault `name` has passes left."""
+    if name not in _faults:
+        return
+    with _lock:
+        if _faults[name] <= 0:
+            return
+        _faults[name] -= 1
+    raise InjectedFault(f"injected fault {name!r} (INGESTD_FAULTS)")
+
+
+def arm_faults(spec: str) -> None:
+    """Arm faults in this process (tests that run the code in-process)."""
+    with _lock:
+        _faults.clear()
+        _faults.update(_parse(spec))
 
 
 def hit(name: str) -> None:

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ingest import (
+    bounces,
     cases,
     commands,
     conversation,
@@ -25,15 +26,19 @@ from ingest import (
     identify,
     lifecycle,
     outbox,
+    outmail,
 )
 from ingest.conditions import CalendarLike, Facts
-from ingest.message import InboundMessage
+from ingest.message import DeliveryReport, InboundMessage
 from ingest.ruleset import PRIORITIES, Item, RecordActions, RuleBook
+from ingest.signing import Signer
 from ingest.sla import SlaBook, empty_book
 from ingest.store.models import (
+    Activity,
     Case,
     CaseState,
     Contact,
+    Direction,
     Entitlement,
     Outcome,
     Priority,
@@ -79,6 +84,7 @@ class Decision:
     auto_response_blocked: str | None = None
     route: Item | None = None
     command: str | None = None  # a customer command (/start, /end) decided this
+    bounce: DeliveryReport | None = None  # a bounce of our mail, recorded on `case`
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,9 @@ class Environment:
     conversation_windows: Mapping[str, timedelta] = field(default_factory=dict)
     # (channel, command) -> the template that answers it, e.g. ("telegram", "start").
     command_templates: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    mail: outmail.MailSettings = field(default_factory=outmail.MailSettings)
+    # Signs and checks reply tokens and Message-IDs; None where no store secret is at hand.
+    signer: Signer | None = None
 
 
 def decide(
@@ -102,7 +111,7 @@ def decide(
 ) -> Decision:
     contact = identify.find_contact(session, msg.identity_kind, msg.sender)
     thread = conversation.find_thread(
-        session, msg, contact, windows=env.conversation_windows, now=now
+        session, msg, contact, env.signer, now, windows=env.conversation_windows
     )
     entitled = _cached(lambda: entitlements.find_valid(session, contact, msg.channel, now.date()))
     facts = Facts(
@@ -116,6 +125,17 @@ def decide(
     )
     if msg.command is not None:
         return _command(msg, facts, contact, thread.case, env)
+    looped = _our_own_mail(session, msg, env, now)
+    if looped is not None:
+        return Decision(Outcome.SKIPPED, "guard: mail loop", facts, contact=contact, reason=looped)
+    if msg.report is not None:
+        bounced = bounces.find_case(session, msg.report, env.signer, now)
+        if bounced is not None:
+            bounced = conversation.follow_merges(session, bounced)
+            decision = Decision(Outcome.APPENDED, "bounce", facts, contact=contact)
+            decision.case, decision.bounce = bounced, msg.report
+            decision.decided_by = f"bounce: {bounces.describe(msg.report)}"
+            return decision
     rule = book.match(facts)
     label = rule.label if rule else UNMATCHED_CREATE
     decision = Decision(Outcome.SKIPPED, label, facts, rule=rule, contact=contact)
@@ -195,14 +215,16 @@ def apply(
     now: datetime,
     book: RuleBook,
     sla: SlaBook | None = None,
+    env: Environment | None = None,
 ) -> Case | None:
     """Write the decision; return the case the message landed on, if any."""
+    env = env or _NO_ENVIRONMENT
     if msg.sender_handle and decision.contact is not None:
         identify.remember_names(
             session, msg.identity_kind, msg.sender, msg.sender_name, msg.sender_handle
         )
     if decision.command is not None:
-        return _apply_command(session, decision, msg, journal_id, now, book)
+        return _apply_command(session, decision, msg, journal_id, now, book, sla, env)
     if decision.outcome is Outcome.SKIPPED:
         return None
     slas = sla if sla is not None else empty_book()
@@ -212,6 +234,8 @@ def apply(
         if decision.reopen and case.state != CaseState.ACTIVE.value:
             lifecycle.reopen(session, case, now, slas)
         cases.record_inbound(session, case, msg, journal_id, now)
+        if decision.bounce is not None:
+            bounces.record(session, decision.bounce, case, journal_id, now, env.mail.limits)
         return case
     spec = decision.new_case
     assert spec is not None
@@ -242,7 +266,7 @@ def apply(
             extra={"case": case.number, "channel": msg.channel, "error": problem},
         )
     if decision.auto_response is not None:
-        _auto_respond(session, decision, msg, case, book, now)
+        _auto_respond(session, decision, msg, case, book, now, env)
     return case
 
 
@@ -253,12 +277,16 @@ def _apply_command(
     journal_id: int | None,
     now: datetime,
     book: RuleBook,
+    sla: SlaBook | None,
+    env: Environment,
 ) -> Case | None:
     case = decision.case if decision.outcome is Outcome.APPENDED else None
     if case is not None:
         cases.record_inbound(session, case, msg, journal_id, now)
         if decision.command == commands.END:
-            commands.close_conversation(session, case, msg, now)
+            commands.close_conversation(
+                session, case, msg, now, sla if sla is not None else empty_book()
+            )
     if decision.auto_response is not None:
         _auto_respond(
             session,
@@ -267,6 +295,7 @@ def _apply_command(
             case,
             book,
             now,
+            env,
             kind="command_reply",
             dedupe_key=f"command:{msg.channel}:{msg.external_id}",
         )
@@ -317,6 +346,7 @@ def _auto_respond(
     case: Case | None,
     book: RuleBook,
     now: datetime,
+    env: Environment,
     *,
     kind: str = "auto_response",
     dedupe_key: str | None = None,
@@ -343,25 +373,64 @@ def _auto_respond(
         return
     route = msg.reply_route
     if route is not None:  # a chat channel: its own addressing, no mail headers
-        recipient, headers = route.recipient, dict(route.headers)
-    else:
-        recipient, headers = msg.sender, {"Auto-Submitted": "auto-replied", "X-Loop": "ingestd"}
-        if msg.message_id:
-            headers["In-Reply-To"] = f"<{msg.message_id}>"
-            headers["References"] = " ".join(f"<{r}>" for r in [*msg.references, msg.message_id])
-    outbox.enqueue(
+        outbox.enqueue(
+            session,
+            kind=kind,
+            channel=msg.channel,
+            recipient=route.recipient,
+            subject=rendered.subject,
+            body_text=rendered.text,
+            body_html=None,
+            headers=dict(route.headers),
+            case_id=case.id if case is not None else None,
+            dedupe_key=dedupe_key or f"auto_response:{number}",
+            now=now,
+        )
+        return
+    if case is None:  # mail always lands on a case; only chat commands answer without one
+        log.error("auto-response without a case", extra=fields)
+        return
+    queued = outmail.queue_automatic(
         session,
         kind=kind,
-        channel=msg.channel,
-        recipient=recipient,
-        subject=rendered.subject,
-        body_text=rendered.text,
-        body_html=rendered.html if route is None else None,
-        headers=headers,
-        case_id=case.id if case is not None else None,
-        dedupe_key=dedupe_key or f"auto_response:{number}",
+        case=case,
+        recipient=msg.sender,
+        rendered=rendered,
         now=now,
+        settings=env.mail,
+        signer=env.signer,
+        answering=msg,
+        dedupe_key=dedupe_key or f"auto_response:{case.number}",
+        auto_submitted="auto-replied",
     )
+    if isinstance(queued, outmail.Withheld):
+        log.info("auto-response withheld", extra={**fields, "reason": queued.reason})
+
+
+def _our_own_mail(
+    session: Session, msg: InboundMessage, env: Environment, now: datetime
+) -> str | None:
+    """Why this is our own mail come back (a loop), or None."""
+    if msg.identity_kind != "email":
+        return None
+    loop = msg.headers.get("x-loop", "")
+    if outmail.X_LOOP in [v.strip().lower() for v in loop.split(",")]:
+        return f"it carries our X-Loop header ({outmail.X_LOOP})"
+    if not msg.message_id:
+        return None
+    ours = session.execute(
+        select(Activity.id).where(
+            Activity.channel == msg.channel,
+            Activity.external_id == msg.message_id,
+            Activity.direction == Direction.OUTGOING.value,
+        )
+    ).first()
+    if ours is not None or outmail.case_id_from_message_id(msg.message_id, env.signer, now):
+        return f"its Message-ID <{msg.message_id}> is one of ours"
+    return None
+
+
+_NO_ENVIRONMENT = Environment(zone=ZoneInfo("UTC"), calendars={}, default_queue="")
 
 
 def _new_case(

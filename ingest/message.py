@@ -28,6 +28,25 @@ class ReplyRoute:
         return {"recipient": self.recipient, "headers": dict(self.headers)}
 
 
+@dataclass(frozen=True)
+class RecipientStatus:
+    """One recipient of a delivery status notification (RFC 3464 per-recipient fields)."""
+
+    address: str
+    action: str  # failed | delayed | delivered | relayed | expanded
+    status: str | None = None  # e.g. "5.1.1"
+    diagnostic: str | None = None
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    """What a bounce says: which of our messages failed, for whom, and why."""
+
+    recipients: list[RecipientStatus]
+    original_message_id: str | None = None
+    reporting_mta: str | None = None
+
+
 @dataclass
 class InboundMessage:
     """A customer's message, channel-neutral. `identity` is how the sender is known."""
@@ -55,6 +74,7 @@ class InboundMessage:
     # A customer command rather than a message (Telegram's /start and /end): "start", "end".
     command: str | None = None
     reply_route: ReplyRoute | None = None  # None: answer the sender's address on the channel
+    report: DeliveryReport | None = None  # set when the message is a bounce (DSN)
 
     @property
     def thread_ids(self) -> list[str]:

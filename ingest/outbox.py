@@ -39,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol, cast
@@ -118,9 +118,14 @@ def enqueue(
     case_id: int | None = None,
     activity_id: int | None = None,
     dedupe_key: str | None = None,
+    automatic: bool = False,
     now: datetime,
 ) -> int | None:
-    """Add a row in the caller's transaction; return its id, or None if `dedupe_key` exists."""
+    """Add a row in the caller's transaction; return its id, or None if `dedupe_key` exists.
+
+    Automatic mail (not written by a person) should come through `ingest/outmail.py`,
+    which checks suppressions and rate limits first and marks it `automatic`.
+    """
     if not recipient.strip():
         raise ValueError("an outbox row needs a recipient")
     values = {
@@ -134,6 +139,7 @@ def enqueue(
         "case_id": case_id,
         "activity_id": activity_id,
         "dedupe_key": dedupe_key,
+        "automatic": automatic,
         "state": OutboxState.PENDING.value,
         "attempts": 0,
         "next_attempt_at": now,
@@ -148,7 +154,7 @@ def enqueue(
 
 _COLUMNS = (
     "kind, channel, recipient, subject, body_text, body_html, headers, case_id, activity_id, "
-    "dedupe_key, state, attempts, next_attempt_at, created_at"
+    "dedupe_key, automatic, state, attempts, next_attempt_at, created_at"
 )
 # Both stores speak this (SQLite since 3.35): the conflict target is the unique dedupe_key.
 _INSERT = (
@@ -181,6 +187,11 @@ class _Result:
     sent: Sent | None = None
 
 
+# Looked at when a row is claimed: a reason not to send it after all (an address that
+# hard-bounced since the row was queued), or None.
+Screen = Callable[[Session, OutboxMessage, datetime], str | None]
+
+
 class OutboxDelivery:
     """Claims due rows, sends each through its channel's sender, records the result."""
 
@@ -190,11 +201,13 @@ class OutboxDelivery:
         config: OutboxConfig,
         clock: Clock,
         senders: Mapping[str, Sender],
+        screen: Screen | None = None,
     ) -> None:
         self.store = store
         self.config = config
         self.clock = clock
         self.senders = dict(senders)
+        self.screen = screen
         # Results the store could not take yet, written first on the next run.
         self._unrecorded: list[tuple[_Claim, _Result]] = []
         self._lock = asyncio.Lock()
@@ -268,6 +281,15 @@ class OutboxDelivery:
                 .with_for_update(of=OutboxMessage, skip_locked=True)
             ).tuples()
             for row, case_number in rows:
+                held = self.screen(session, row, now) if self.screen else None
+                if held is not None:
+                    row.state = OutboxState.SUPPRESSED.value
+                    row.last_error = _clip(f"not sent: {held}")
+                    given_up.append(
+                        _fields(row.id, row.kind, row.channel, row.case_id, case_number)
+                        | {"outcome": "suppressed", "reason": held}
+                    )
+                    continue
                 if row.attempts >= settings.max_attempts:
                     # Every attempt was used and the last one never reported back
                     # (the process died during the send): stop, but say so.
@@ -472,6 +494,8 @@ def _log_result(report: dict[str, Any]) -> None:
         log.warning("outbox message deferred", extra=report)
     elif outcome == "failed":
         log.error("outbox message failed", extra=report)
+    elif outcome == "suppressed":
+        log.info("outbox message suppressed", extra=report)
     elif outcome == "lease_lost":
         log.warning(
             "outbox result not recorded: the row's lease passed to another deliverer",

@@ -6,6 +6,7 @@ either leaves it pending (processed again at start) or fully applied.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import traceback
 from collections.abc import Collection
@@ -20,7 +21,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from channels.base import Parser
-from ingest import channelconfig, intake
+from ingest import channelconfig, failpoints, intake, outmail, signing
 from ingest.calendars import load_calendars
 from ingest.clock import Clock
 from ingest.config import Config
@@ -45,7 +46,7 @@ def is_contention(exc: DBAPIError) -> bool:
     return getattr(exc.orig, "sqlstate", None) in _CONTENTION_SQLSTATES
 
 
-def environment(config: Config) -> intake.Environment:
+def environment(config: Config, signer: signing.Signer | None = None) -> intake.Environment:
     chat = (config.telegram, config.sms, config.twitter)
     return intake.Environment(
         zone=ZoneInfo(config.rules_timezone),
@@ -54,11 +55,28 @@ def environment(config: Config) -> intake.Environment:
         reply_channels=frozenset({"email", *channelconfig.reply_channels(*chat)}),
         conversation_windows=channelconfig.conversation_windows(*chat),
         command_templates=channelconfig.command_templates(config.telegram),
+        mail=outmail.MailSettings(config.outbound_email, config.automatic_mail),
+        signer=signer,
     )
 
 
 def sla_book(config: Config) -> SlaBook:
     return SlaBook.from_config(config, load_calendars(dict(config.calendars), _config_dir(config)))
+
+
+def load_signer(config: Config, session: Session, now: datetime) -> signing.Signer:
+    secret = config.signing.secret
+    return signing.signer_from(
+        secret.get_secret_value() if secret else None,
+        [p.get_secret_value() for p in config.signing.previous_secrets],
+        session,
+        now,
+    )
+
+
+class UnparsableMessage(Exception):
+    """The channel's parser failed on these bytes. The same bytes and the same code fail
+    the same way, so the row becomes a dead letter at once instead of being retried."""
 
 
 def _config_dir(config: Config) -> Path:
@@ -125,6 +143,12 @@ class Pipeline:
 
     def run_batch(self) -> int:
         """Process up to one batch of due rows; return how many were handled."""
+        if self.env.signer is None:
+            # In its own transaction: a secret generated here must be committed
+            # before any token signed with it leaves in an outbox row.
+            with self.store.write() as session:
+                signer = load_signer(self.config, session, self.clock.now())
+            self.env = dataclasses.replace(self.env, signer=signer)
         done: list[_Done] = []
         with self.store.write() as session:
             now = self.clock.now()
@@ -184,6 +208,8 @@ class Pipeline:
             # Another case took the entitlement's last term since the decision:
             # decided again at once, the message now sees no terms left.
             return _Done(row.channel, _CONTENDED, None, None, row.id, _short_error(exc))
+        except UnparsableMessage as exc:
+            return self._failed(row, exc, now, permanent=True)
         except Exception as exc:
             return self._failed(row, exc, now)
         row.outcome = result.outcome.value
@@ -209,7 +235,20 @@ class Pipeline:
         parser = self.parsers.get(row.channel)
         if parser is None:
             raise LookupError(f"no parser for channel {row.channel!r}")
-        msg = parser(row.raw, {**row.meta, "external_id": row.external_id})
+        try:
+            failpoints.fault("pipeline.parse")
+            msg = parser(row.raw, {**row.meta, "external_id": row.external_id})
+        except MemoryError:
+            raise  # may pass: retried like any other failure
+        except Exception as exc:
+            raise UnparsableMessage(f"cannot parse: {_short_error(exc)}") from exc
+        if msg.defects:
+            # What the parser repaired (a wrong charset, a guessed boundary): the
+            # message is processed, and whoever wonders about its text can see why.
+            log.info(
+                "message repaired while parsing",
+                extra={"channel": row.channel, "journal_id": row.id, "defects": msg.defects[:20]},
+            )
 
         earlier = self._earlier_copy(session, msg)
         if earlier is not None:
@@ -220,7 +259,7 @@ class Pipeline:
         if row.meta.get("backfill") and decision.auto_response_blocked is None:
             # History brought in by `ingestd import`: nobody wants an acknowledgement now.
             decision.auto_response_blocked = "imported history: no automatic mail"
-        case = intake.apply(session, decision, msg, row.id, now, book, self.sla)
+        case = intake.apply(session, decision, msg, row.id, now, book, self.sla, self.env)
         return Result(
             decision.outcome,
             case.number if case is not None else None,
@@ -246,11 +285,13 @@ class Pipeline:
             return None
         return hit.number or ""
 
-    def _failed(self, row: JournalEntry, exc: Exception, now: datetime) -> _Done:
+    def _failed(
+        self, row: JournalEntry, exc: Exception, now: datetime, permanent: bool = False
+    ) -> _Done:
         settings = self.config.pipeline
         row.attempts += 1
         row.last_error = _short_error(exc)
-        if row.attempts >= settings.max_attempts:
+        if permanent or row.attempts >= settings.max_attempts:
             row.outcome = Outcome.DEAD.value
         else:
             row.outcome = Outcome.FAILED.value

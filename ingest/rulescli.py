@@ -183,7 +183,8 @@ def _test(config: Config, args: argparse.Namespace) -> int:
         now = now.replace(tzinfo=UTC)
     err = Console(stderr=True)
     with _read_session(config, err) as (session, source):
-        decision = intake.decide(session, book, msg, now, environment(config))
+        signer = _known_signer(config, session)
+        decision = intake.decide(session, book, msg, now, environment(config, signer))
         report = _report(book, decision, msg, now, source)
         session.rollback()  # nothing is written, even by accident
     if args.json:
@@ -191,6 +192,17 @@ def _test(config: Config, args: argparse.Namespace) -> int:
     else:
         _print_report(console, report)
     return 0
+
+
+def _known_signer(config: Config, session: Session) -> Any:
+    """The store's signer, so `rules test` follows reply tokens as the daemon does."""
+    from ingest import signing
+
+    secret = config.signing.secret
+    try:
+        return signing.known_signer(secret.get_secret_value() if secret else None, session)
+    except SQLAlchemyError:
+        return None  # an empty or older store: tokens are simply not followed
 
 
 def _report(

@@ -31,6 +31,20 @@ POSTGRES_URL = os.environ.get(
 REPO = Path(__file__).resolve().parent.parent
 
 
+def _corpus() -> Path:
+    """The shared real-world mail corpus: $INGESTD_CORPUS, else `shared/corpus` beside the
+    checkout (or beside the folder of worktrees, for a checkout under /work/wt/)."""
+    if os.environ.get("INGESTD_CORPUS"):
+        return Path(os.environ["INGESTD_CORPUS"])
+    for base in (REPO.parent, REPO.parent.parent):
+        if (base / "shared" / "corpus").is_dir():
+            return base / "shared" / "corpus"
+    return REPO.parent / "shared" / "corpus"
+
+
+CORPUS = _corpus()
+
+
 def missing(component: str, why: str) -> None:
     """A component a test needs is absent: fatal in CI, a skip on a laptop."""
     message = f"{component} is not available: {why}"

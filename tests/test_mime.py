@@ -7,9 +7,7 @@ from pathlib import Path
 import pytest
 
 from channels import mime
-from tests.support import REPO
-
-CORPUS = REPO.parent / "shared" / "corpus"
+from tests.support import CORPUS
 
 
 def raw(*lines: str) -> bytes:
@@ -92,7 +90,7 @@ def test_attachments_and_wrong_charsets() -> None:
         )
     )
     assert msg.text.strip() == "café"
-    assert "unknown charset 'x-unknown-charset'" in msg.defects
+    assert "text: unknown charset 'x-unknown-charset'" in msg.defects
     [attachment] = msg.attachments
     assert attachment.filename == "résumé.pdf"
     assert attachment.data == b"%PDF-1.4"

@@ -105,12 +105,14 @@ class Outcome(enum.StrEnum):
     SKIPPED = "skipped"
     FAILED = "failed"  # will be retried
     DEAD = "dead"  # a dead letter: retries exhausted, kept with its error
+    DROPPED = "dropped"  # a dead letter an operator retired; its raw bytes are kept
 
 
 class OutboxState(enum.StrEnum):
     PENDING = "pending"
     SENT = "sent"
     FAILED = "failed"
+    SUPPRESSED = "suppressed"  # not sent: the address hard-bounced after the row was queued
 
 
 class Account(Base):
@@ -223,8 +225,11 @@ class Activity(Base):
     sender: Mapped[str | None] = mapped_column(String(320))
     recipients: Mapped[list[str]] = mapped_column(JSONType, default=list)
     subject: Mapped[str | None] = mapped_column(Text)
-    text: Mapped[str | None] = mapped_column(Text)
+    text: Mapped[str | None] = mapped_column(Text)  # everything the sender wrote
     html: Mapped[str | None] = mapped_column(Text)
+    # `text` without quoted history and signature: what to show an agent.
+    new_text: Mapped[str | None] = mapped_column(Text)
+    signature: Mapped[str | None] = mapped_column(Text)
     external_id: Mapped[str | None] = mapped_column(String(998))
     in_reply_to: Mapped[str | None] = mapped_column(String(998))
     references: Mapped[list[str]] = mapped_column(JSONType, default=list)
@@ -307,13 +312,18 @@ class JournalEntry(Base):
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     duplicate_count: Mapped[int] = mapped_column(Integer, default=0)
     last_duplicate_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # How often an operator put this dead letter back (`ingestd dead-letters retry`).
+    requeues: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class OutboxMessage(Base):
     """A message to send, written in the same transaction as the change that caused it."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index(None, "state", "next_attempt_at"),)
+    __table_args__ = (
+        Index(None, "state", "next_attempt_at"),
+        Index(None, "recipient", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     kind: Mapped[str] = mapped_column(String(40))  # auto_response | reply | sla_warning | ...
@@ -332,6 +342,9 @@ class OutboxMessage(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Automatic mail (auto-responses, SLA, surveys) counts against the rate limits
+    # and is held back for suppressed addresses; an agent's reply is not.
+    automatic: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class EntitlementState(enum.StrEnum):
@@ -482,3 +495,43 @@ class SlaKpiInstance(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     case: Mapped[Case] = relationship()
+
+
+class Setting(Base):
+    """Values the daemons on one database must share, such as the generated signing secret."""
+
+    __tablename__ = "settings"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Bounce(Base):
+    """One failed (or delayed) recipient reported by a delivery status notification."""
+
+    __tablename__ = "bounces"
+    __table_args__ = (Index(None, "address", "received_at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    address: Mapped[str] = mapped_column(String(320))
+    action: Mapped[str] = mapped_column(String(20))  # failed | delayed (RFC 3464)
+    status: Mapped[str | None] = mapped_column(String(20))  # e.g. 5.1.1
+    diagnostic: Mapped[str | None] = mapped_column(Text)
+    hard: Mapped[bool] = mapped_column(default=False)
+    original_message_id: Mapped[str | None] = mapped_column(String(998))
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"), index=True)
+    journal_id: Mapped[int | None] = mapped_column(ForeignKey("journal.id"))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Suppression(Base):
+    """An address no automatic mail goes to until `until`: it hard-bounced."""
+
+    __tablename__ = "suppressions"
+
+    address: Mapped[str] = mapped_column(String(320), primary_key=True)
+    reason: Mapped[str] = mapped_column(Text)
+    bounce_id: Mapped[int | None] = mapped_column(ForeignKey("bounces.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    until: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -1,7 +1,7 @@
 """sla kpis and entitlement counting
 
 Revision ID: 0006
-Revises: 0003
+Revises: 0004
 Create Date: 2026-11-26 09:00:00.000000
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import ingest.store.types
 
 revision: str = "0006"
-down_revision: str | None = "0003"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
